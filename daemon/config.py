@@ -1,0 +1,203 @@
+"""Configuration: ``config.toml`` plus ``MEMORYD_*`` environment overrides.
+
+This is the only module that reads the environment or the configuration file;
+everything else receives a frozen :class:`Config`.  Unknown keys and wrong
+types are errors that name the key, because a silently ignored typo in a
+daemon's configuration is found months later.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, Mapping, get_args, get_type_hints
+
+from daemon.errors import ConfigError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+USER_CONFIG = Path("~/.config/memoryd/config.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class PathsConfig:
+    conversations: Path = Path("conversations")
+    summaries: Path = Path("summaries")
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    dsn: str | None = None
+    data_dir: Path = Path("data/embedded-pg")
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingConfig:
+    model: str = DEFAULT_MODEL
+    batch_size: int = 64
+    chunk_tokens: int = 256
+    chunk_overlap: int = 32
+    device: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    debounce_ms: int = 1500
+    max_wait_ms: int = 10000
+    rescan_interval_s: int = 600
+    on_delete: Literal["delete", "keep"] = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: Literal["auto", "console", "json"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    paths: PathsConfig = PathsConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    watch: WatchConfig = WatchConfig()
+    log: LogConfig = LogConfig()
+    source: Path | None = None
+    """The configuration file that was read, if any."""
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "paths": PathsConfig,
+    "database": DatabaseConfig,
+    "embedding": EmbeddingConfig,
+    "watch": WatchConfig,
+    "log": LogConfig,
+}
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration from a file and the environment.
+
+    The file is ``path``, else ``$MEMORYD_CONFIG``, else ``./config.toml``, else
+    ``~/.config/memoryd/config.toml``; with none of them the defaults apply.
+    Relative paths are taken relative to the file's folder (the working
+    directory without a file), so a systemd unit and a shell agree on them.
+    """
+    env = os.environ if environ is None else environ
+    source = _find_config_file(path, env)
+    raw: dict[str, Any] = {}
+    if source is not None:
+        try:
+            raw = tomllib.loads(source.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {source}: {exc.strerror}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    _merge_environment(raw, env)
+    base = source.parent if source is not None else Path.cwd()
+    sections = {name: _build_section(name, cls, raw.pop(name, {}), base) for name, cls in _SECTIONS.items()}
+    if raw:
+        unknown = ", ".join(sorted(raw))
+        raise ConfigError(f"unknown configuration section(s): {unknown} (known: {', '.join(_SECTIONS)})")
+    config = Config(**sections, source=source)
+    _check_consistency(config)
+    return config
+
+
+def _find_config_file(path: Path | None, env: Mapping[str, str]) -> Path | None:
+    if path is None and env.get("MEMORYD_CONFIG"):
+        path = Path(env["MEMORYD_CONFIG"])
+    if path is not None:
+        path = path.expanduser()
+        if not path.is_file():
+            raise ConfigError(f"configuration file not found: {path}")
+        return path.resolve()
+    for candidate in (Path("config.toml"), USER_CONFIG.expanduser()):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def _merge_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Apply ``MEMORYD_DSN`` and ``MEMORYD_<SECTION>_<KEY>`` on top of the file."""
+    for name, value in env.items():
+        if not name.startswith("MEMORYD_") or name in ("MEMORYD_CONFIG", "MEMORYD_TEST_DSN"):
+            continue
+        if name == "MEMORYD_DSN":
+            raw.setdefault("database", {})["dsn"] = value
+            continue
+        rest = name[len("MEMORYD_") :].lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"unknown environment variable {name} (expected MEMORYD_<SECTION>_<KEY>)")
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        table[rest[len(section) + 1 :]] = _EnvValue(value)
+
+
+class _EnvValue(str):
+    """A string from the environment, converted to the key's type when built."""
+
+
+def _build_section(name: str, cls: type[Any], table: Any, base: Path) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table, not {type(table).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"unknown key [{name}] {key} (known: {', '.join(sorted(known))})")
+        values[key] = _coerce(f"[{name}] {key}", hints[key], value, base)
+    return cls(**values)
+
+
+def _coerce(label: str, hint: Any, value: Any, base: Path) -> Any:
+    from_env = isinstance(value, _EnvValue)
+    options = get_args(hint)
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{label} must be a non-empty path string")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base / path
+    if hint is int:
+        if from_env:
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{label} must be an integer, got {str(value)!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{label} must be an integer, got {value!r}")
+        if value < 0:
+            raise ConfigError(f"{label} must be >= 0, got {value}")
+        return value
+    if options and all(isinstance(o, str) for o in options):  # Literal[...]
+        if value not in options:
+            raise ConfigError(f"{label} must be one of {', '.join(options)}; got {value!r}")
+        return str(value)
+    if hint is str or hint == (str | None):
+        if not isinstance(value, str):
+            raise ConfigError(f"{label} must be a string, got {value!r}")
+        if not value:
+            if hint is str:
+                raise ConfigError(f"{label} must not be empty")
+            return None
+        return str(value)
+    raise ConfigError(f"{label}: unsupported type {hint}")  # pragma: no cover - schema bug
+
+
+def _check_consistency(config: Config) -> None:
+    emb = config.embedding
+    if emb.batch_size < 1:
+        raise ConfigError("[embedding] batch_size must be >= 1")
+    if emb.chunk_tokens < 16:
+        raise ConfigError("[embedding] chunk_tokens must be >= 16")
+    if emb.chunk_overlap >= emb.chunk_tokens // 2:
+        raise ConfigError("[embedding] chunk_overlap must be less than half of chunk_tokens")
+    if emb.device not in ("auto", "cpu") and not emb.device.startswith(("cuda", "mps")):
+        raise ConfigError(f"[embedding] device must be auto, cpu, cuda[:N] or mps; got {emb.device!r}")
+    if config.watch.debounce_ms > config.watch.max_wait_ms:
+        raise ConfigError("[watch] debounce_ms must not exceed max_wait_ms")
+    if config.watch.rescan_interval_s < 1:
+        raise ConfigError("[watch] rescan_interval_s must be >= 1")

@@ -1,0 +1,493 @@
+"""Every write to the database, and the reads that decide them.
+
+Each function takes a connection whose transaction the caller owns: ``sync``
+stores one slug per transaction, so a slug is either fully stored or not at
+all, and a retry after a failure starts from a clean state.  Unchanged
+content is never rewritten: rows keep their ids (and so their embeddings)
+unless their content changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from daemon.errors import ParseError
+from daemon.models import Conversation, Message, Summary
+
+
+@dataclass
+class SlugChanges:
+    """What storing one slug did, for logs and tests."""
+
+    conversation: str = "absent"  # inserted | updated | unchanged | deleted | kept | absent | failed
+    messages_inserted: int = 0
+    messages_deleted: int = 0
+    messages_moved: int = 0
+    messages_updated: int = 0
+    summaries_inserted: int = 0
+    summaries_deleted: int = 0
+    summaries_updated: int = 0
+    summaries_waiting: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def wrote(self) -> bool:
+        return self.conversation in ("inserted", "updated", "deleted") or any(
+            (
+                self.messages_inserted,
+                self.messages_deleted,
+                self.messages_moved,
+                self.messages_updated,
+                self.summaries_inserted,
+                self.summaries_deleted,
+                self.summaries_updated,
+            )
+        )
+
+
+def lock_slug(conn: psycopg.Connection[Any], slug: str) -> None:
+    """Serialise every writer of one slug (daemon, one-shot ingest) until commit."""
+    key = int.from_bytes(hashlib.sha256(slug.encode()).digest()[:8], "big", signed=True)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+
+# --- conversations and messages -------------------------------------------
+
+
+def upsert_conversation(conn: psycopg.Connection[Any], conv: Conversation, changes: SlugChanges) -> int:
+    """Insert or update the conversation row and diff its messages."""
+    row = conn.execute(
+        "SELECT id, content_hash, source_path FROM conversations WHERE slug = %s FOR UPDATE", (conv.slug,)
+    ).fetchone()
+    values = (
+        conv.title,
+        conv.created_date,
+        list(conv.tags),
+        conv.total_chars,
+        conv.total_lines,
+        str(conv.source_path),
+        conv.source_format,
+        conv.source_hash,
+    )
+    if row is None:
+        (conv_id,) = _fetch_one(
+            conn,
+            "INSERT INTO conversations (title, created_date, tags, total_chars, total_lines,"
+            " source_path, source_format, content_hash, slug)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (*values, conv.slug),
+        )
+        changes.conversation = "inserted"
+    else:
+        conv_id, stored_hash, stored_path = row
+        if stored_hash == conv.source_hash and stored_path == str(conv.source_path):
+            changes.conversation = "unchanged"
+            return int(conv_id)
+        conn.execute(
+            "UPDATE conversations SET title = %s, created_date = %s, tags = %s, total_chars = %s,"
+            " total_lines = %s, source_path = %s, source_format = %s, content_hash = %s, updated_at = now()"
+            " WHERE id = %s",
+            (*values, conv_id),
+        )
+        changes.conversation = "updated"
+    _sync_messages(conn, int(conv_id), conv.messages, changes)
+    return int(conv_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    seq: int
+    content_hash: str
+    role: str
+    ts: str | None
+
+
+@dataclass
+class MessagePlan:
+    """How to turn the stored messages into the parsed ones with the fewest writes."""
+
+    delete: list[int] = field(default_factory=list)
+    update: list[tuple[int, Message]] = field(default_factory=list)  # id -> new seq/role/ts
+    moved: int = 0
+    insert: list[Message] = field(default_factory=list)
+
+
+def plan_messages(stored: Sequence[StoredMessage], parsed: Sequence[Message]) -> MessagePlan:
+    """Match parsed messages to stored rows: same seq and content first, then same content elsewhere.
+
+    A row matched by content keeps its id, so an insertion early in a
+    transcript moves the later rows instead of re-creating (and re-embedding)
+    them.
+    """
+    plan = MessagePlan()
+    by_seq = {row.seq: row for row in stored}
+    used: set[int] = set()
+    unmatched: list[Message] = []
+    for msg in parsed:
+        row = by_seq.get(msg.seq)
+        if row is not None and row.content_hash == msg.content_hash:
+            used.add(row.id)
+            if (row.role, row.ts) != (msg.role, msg.ts):
+                plan.update.append((row.id, msg))
+        else:
+            unmatched.append(msg)
+    spare: dict[str, list[StoredMessage]] = defaultdict(list)
+    for row in stored:
+        if row.id not in used:
+            spare[row.content_hash].append(row)
+    for msg in unmatched:
+        candidates = spare.get(msg.content_hash)
+        if candidates:
+            row = candidates.pop(0)
+            used.add(row.id)
+            plan.update.append((row.id, msg))
+            plan.moved += 1
+        else:
+            plan.insert.append(msg)
+    plan.delete = [row.id for row in stored if row.id not in used]
+    return plan
+
+
+def _sync_messages(
+    conn: psycopg.Connection[Any], conv_id: int, messages: Sequence[Message], changes: SlugChanges
+) -> None:
+    stored = [
+        StoredMessage(*row)
+        for row in conn.execute(
+            "SELECT id, seq, content_hash, role, ts FROM messages WHERE conversation_id = %s", (conv_id,)
+        )
+    ]
+    plan = plan_messages(stored, messages)
+    if plan.delete:
+        conn.execute("DELETE FROM messages WHERE id = ANY(%s)", (plan.delete,))
+    if plan.update:
+        conn.execute(
+            "UPDATE messages AS m SET seq = u.seq, role = u.role, ts = u.ts"
+            " FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[]) AS u(id, seq, role, ts)"
+            " WHERE m.id = u.id",
+            (
+                [row_id for row_id, _ in plan.update],
+                [m.seq for _, m in plan.update],
+                [m.role for _, m in plan.update],
+                [m.ts for _, m in plan.update],
+            ),
+        )
+    if plan.insert:
+        with conn.cursor() as cur, cur.copy(
+            "COPY messages (conversation_id, seq, role, ts, content, content_hash) FROM STDIN"
+        ) as copy:
+            for m in plan.insert:
+                copy.write_row((conv_id, m.seq, m.role, m.ts, m.content, m.content_hash))
+    changes.messages_deleted += len(plan.delete)
+    changes.messages_inserted += len(plan.insert)
+    changes.messages_moved += plan.moved
+    changes.messages_updated += len(plan.update) - plan.moved
+
+
+def conversation_id(conn: psycopg.Connection[Any], slug: str) -> int | None:
+    row = conn.execute("SELECT id FROM conversations WHERE slug = %s", (slug,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def delete_conversation(conn: psycopg.Connection[Any], slug: str) -> bool:
+    """Delete a conversation; messages, summaries and embeddings go with it (ON DELETE CASCADE)."""
+    return conn.execute("DELETE FROM conversations WHERE slug = %s", (slug,)).rowcount > 0
+
+
+# --- summaries -------------------------------------------------------------
+
+
+def sync_summaries(
+    conn: psycopg.Connection[Any],
+    conv_id: int,
+    parsed: Mapping[Path, list[Summary] | ParseError],
+    changes: SlugChanges,
+) -> None:
+    """Make the conversation's summaries match the summary files.
+
+    Summaries from a file that failed to parse are kept as they were: bad
+    input never removes what was stored before.
+    """
+    failed_paths = {str(p) for p, result in parsed.items() if isinstance(result, ParseError)}
+    wanted: dict[tuple[int, str], Summary] = {}
+    for result in parsed.values():
+        if not isinstance(result, ParseError):
+            for summary in result:
+                wanted[(summary.level, summary.key)] = summary
+    stored = conn.execute(
+        "SELECT id, level, key, content_hash, covers, topics, source_path FROM summaries WHERE conversation_id = %s",
+        (conv_id,),
+    ).fetchall()
+    delete: list[int] = []
+    seen: set[tuple[int, str]] = set()
+    for row_id, level, key, stored_hash, covers, topics, source_path in stored:
+        summary = wanted.get((level, key))
+        if summary is None:
+            if source_path not in failed_paths:
+                delete.append(row_id)
+            continue
+        if summary.content_hash != stored_hash:
+            delete.append(row_id)  # re-inserted below with a new id, so its embeddings go
+            continue
+        seen.add((level, key))
+        if (list(covers), list(topics), source_path) != (
+            list(summary.covers),
+            list(summary.topics),
+            str(summary.source_path),
+        ):
+            conn.execute(
+                "UPDATE summaries SET covers = %s, topics = %s, source_path = %s WHERE id = %s",
+                (Jsonb(list(summary.covers)), list(summary.topics), str(summary.source_path), row_id),
+            )
+            changes.summaries_updated += 1
+    if delete:
+        conn.execute("DELETE FROM summaries WHERE id = ANY(%s)", (delete,))
+        changes.summaries_deleted += len(delete)
+    inserts = [s for ident, s in wanted.items() if ident not in seen]
+    if inserts:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO summaries (conversation_id, level, key, covers, content, char_count, topics,"
+                " content_hash, source_path) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        conv_id,
+                        s.level,
+                        s.key,
+                        Jsonb(list(s.covers)),
+                        s.content,
+                        len(s.content),
+                        list(s.topics),
+                        s.content_hash,
+                        str(s.source_path),
+                    )
+                    for s in inserts
+                ],
+            )
+        changes.summaries_inserted += len(inserts)
+
+
+# --- folder state and errors ------------------------------------------------
+
+
+def folder_states(conn: psycopg.Connection[Any]) -> dict[str, tuple[str | None, str | None]]:
+    """Fingerprints of every slug's folders at its last sync."""
+    rows = conn.execute("SELECT slug, conversation_fingerprint, summaries_fingerprint FROM folder_state")
+    return {slug: (conv_fp, sum_fp) for slug, conv_fp, sum_fp in rows}
+
+
+def record_folder_state(
+    conn: psycopg.Connection[Any], slug: str, conversation_fp: str | None, summaries_fp: str | None
+) -> None:
+    """Remember what the folders looked like; forget slugs that have no folder left."""
+    if conversation_fp is None and summaries_fp is None:
+        conn.execute("DELETE FROM folder_state WHERE slug = %s", (slug,))
+        return
+    conn.execute(
+        "INSERT INTO folder_state (slug, conversation_fingerprint, summaries_fingerprint) VALUES (%s, %s, %s)"
+        " ON CONFLICT (slug) DO UPDATE SET conversation_fingerprint = EXCLUDED.conversation_fingerprint,"
+        " summaries_fingerprint = EXCLUDED.summaries_fingerprint, synced_at = now()"
+        " WHERE (folder_state.conversation_fingerprint, folder_state.summaries_fingerprint)"
+        " IS DISTINCT FROM (EXCLUDED.conversation_fingerprint, EXCLUDED.summaries_fingerprint)",
+        (slug, conversation_fp, summaries_fp),
+    )
+
+
+def record_problems(
+    conn: psycopg.Connection[Any], slug: str, problems: Mapping[str, tuple[str, str]]
+) -> list[str]:
+    """Make ``ingest_errors`` for this slug hold exactly ``problems`` (path -> (severity, message)).
+
+    Returns the paths whose problem is new or changed, so the caller logs each
+    problem once rather than at every rescan.
+    """
+    stored = {
+        path: (severity, error)
+        for path, severity, error in conn.execute(
+            "SELECT path, severity, error FROM ingest_errors WHERE slug = %s", (slug,)
+        )
+    }
+    gone = [path for path in stored if path not in problems]
+    if gone:
+        conn.execute("DELETE FROM ingest_errors WHERE path = ANY(%s)", (gone,))
+    fresh: list[str] = []
+    for path, (severity, error) in problems.items():
+        if stored.get(path) == (severity, error):
+            continue
+        fresh.append(path)
+        conn.execute(
+            "INSERT INTO ingest_errors (path, slug, severity, error) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (path) DO UPDATE SET slug = EXCLUDED.slug, severity = EXCLUDED.severity,"
+            " error = EXCLUDED.error, last_seen = now(), count = ingest_errors.count + 1",
+            (path, slug, severity, error),
+        )
+    return fresh
+
+
+# --- embeddings ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PendingText:
+    """A message or summary that has no embedding for the model yet."""
+
+    ref_type: str  # "message" | "summary"
+    ref_id: int
+    conversation_id: int
+    content: str
+    content_hash: str
+
+
+def claim_pending(conn: psycopg.Connection[Any], model: str, limit: int) -> list[PendingText]:
+    """Lock up to ``limit`` texts without an embedding for ``model``.
+
+    ``FOR UPDATE SKIP LOCKED``: several workers (or processes) sharing one
+    database each take different texts, and a text being deleted or edited
+    waits for its embedding transaction instead of racing it.
+    """
+    claimed: list[PendingText] = []
+    for ref_type, table, fk in (("message", "messages", "message_id"), ("summary", "summaries", "summary_id")):
+        if len(claimed) >= limit:
+            break
+        query = sql.SQL(
+            "SELECT t.id, t.conversation_id, t.content, t.content_hash FROM {table} AS t"
+            " WHERE NOT EXISTS (SELECT 1 FROM embeddings AS e WHERE e.{fk} = t.id"
+            " AND e.model = %s AND e.content_hash = t.content_hash)"
+            " ORDER BY t.id LIMIT %s FOR UPDATE OF t SKIP LOCKED"
+        ).format(table=sql.Identifier(table), fk=sql.Identifier(fk))
+        for ref_id, conv_id, content, chash in conn.execute(query, (model, limit - len(claimed))):
+            claimed.append(PendingText(ref_type, int(ref_id), int(conv_id), content, chash))
+    return claimed
+
+
+def count_pending(conn: psycopg.Connection[Any], model: str) -> int:
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM messages AS m WHERE NOT EXISTS (SELECT 1 FROM embeddings AS e"
+        "  WHERE e.message_id = m.id AND e.model = %(model)s AND e.content_hash = m.content_hash))"
+        " + (SELECT count(*) FROM summaries AS s WHERE NOT EXISTS (SELECT 1 FROM embeddings AS e"
+        "  WHERE e.summary_id = s.id AND e.model = %(model)s AND e.content_hash = s.content_hash))",
+        {"model": model},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkVector:
+    """One embedded chunk, ready to be written."""
+
+    text: PendingText
+    chunk: int
+    start: int
+    end: int
+    vector: np.ndarray[Any, np.dtype[np.float32]]
+
+
+def write_embeddings(conn: psycopg.Connection[Any], model: str, rows: Iterable[ChunkVector]) -> int:
+    """Bulk-write vectors with binary COPY.
+
+    No conflict handling is needed: the texts were claimed with ``FOR UPDATE``
+    and an edited text is a new row, so its old vectors are already gone.
+    """
+    count = 0
+    with conn.cursor() as cur, cur.copy(
+        "COPY embeddings (conversation_id, ref_type, message_id, summary_id, chunk, chunk_start,"
+        " chunk_end, model, dim, vector, content_hash) FROM STDIN WITH (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int8", "text", "int8", "int8", "int4", "int4", "int4", "text", "int4", "vector", "text"])
+        for r in rows:
+            is_message = r.text.ref_type == "message"
+            copy.write_row(
+                (
+                    r.text.conversation_id,
+                    r.text.ref_type,
+                    r.text.ref_id if is_message else None,
+                    None if is_message else r.text.ref_id,
+                    r.chunk,
+                    r.start,
+                    r.end,
+                    model,
+                    int(r.vector.shape[0]),
+                    r.vector,
+                    r.text.content_hash,
+                )
+            )
+            count += 1
+    return count
+
+
+def hnsw_index_name(model: str) -> str:
+    """A stable, valid identifier for a model's index (model names hold / and -)."""
+    return "embeddings_hnsw_" + hashlib.sha256(model.encode()).hexdigest()[:12]
+
+
+def ensure_vector_index(conn: psycopg.Connection[Any], model: str, dim: int) -> None:
+    """Create the model's partial HNSW cosine index if it does not exist yet.
+
+    DDL takes no bind parameters, so the model name and dimension are quoted
+    as literals by psycopg's ``sql`` module, never formatted into the string.
+    """
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS {name} ON embeddings USING hnsw ((vector::vector({dim})) vector_cosine_ops)"
+            " WHERE model = {model}"
+        ).format(name=sql.Identifier(hnsw_index_name(model)), dim=sql.Literal(dim), model=sql.Literal(model))
+    )
+
+
+# --- status -----------------------------------------------------------------
+
+
+def stats(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
+    """Counts for ``memoryd status``."""
+    counts = conn.execute(
+        "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages),"
+        " (SELECT count(*) FROM summaries), (SELECT count(*) FROM embeddings WHERE model = %s),"
+        " (SELECT max(synced_at) FROM folder_state),"
+        " (SELECT count(*) FROM folder_state AS f WHERE f.summaries_fingerprint IS NOT NULL"
+        "   AND NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.slug = f.slug))",
+        (model,),
+    ).fetchone()
+    assert counts is not None
+    models = conn.execute("SELECT model, dim, count(*) FROM embeddings GROUP BY model, dim ORDER BY model").fetchall()
+    problems = conn.execute(
+        "SELECT path, slug, severity, error, first_seen, last_seen, count FROM ingest_errors ORDER BY last_seen DESC"
+    ).fetchall()
+    return {
+        "conversations": counts[0],
+        "messages": counts[1],
+        "summaries": counts[2],
+        "embeddings": counts[3],
+        "last_sync": counts[4].isoformat() if counts[4] else None,
+        "summaries_waiting_for_conversation": counts[5],
+        "pending_embeddings": count_pending(conn, model),
+        "models": [{"model": m, "dim": d, "embeddings": n} for m, d, n in models],
+        "problems": [
+            {
+                "path": p,
+                "slug": s,
+                "severity": sev,
+                "error": e,
+                "first_seen": f.isoformat(),
+                "last_seen": ls.isoformat(),
+                "count": c,
+            }
+            for p, s, sev, e, f, ls, c in problems
+        ],
+    }
+
+
+def _fetch_one(conn: psycopg.Connection[Any], query: str, params: Sequence[Any]) -> tuple[Any, ...]:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, "statement returned no row"
+    return tuple(row)

@@ -1,0 +1,132 @@
+"""Shared fixtures: a real PostgreSQL + pgvector, the real model, real folders.
+
+The server is, in order of preference: ``MEMORYD_TEST_DSN``; a
+testcontainers ``pgvector/pgvector:pg16`` container when a Docker engine
+answers (the same server as docker-compose.db.yml); memoryd's embedded
+PostgreSQL in a temporary folder.  Each test gets its own database, cloned
+from a migrated template, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from daemon.config import Config, DatabaseConfig, EmbeddingConfig, PathsConfig
+from daemon.db import Database, EmbeddedServer, RetryPolicy, apply_migrations
+
+TEMPLATE_DB = "memoryd_test_template"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A superuser DSN on a real PostgreSQL with pgvector available."""
+    if os.environ.get("MEMORYD_TEST_DSN"):
+        yield os.environ["MEMORYD_TEST_DSN"]
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("pgvector/pgvector:pg16", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("pg") / "data")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_dsn(pg_admin_dsn: str) -> str:
+    """A database with the schema applied, cloned for each test."""
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE_DB)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
+    dsn = make_conninfo(pg_admin_dsn, dbname=TEMPLATE_DB)
+    with psycopg.connect(dsn) as conn:
+        apply_migrations(conn)
+    return dsn
+
+
+@pytest.fixture
+def db_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"memoryd_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE_DB))
+        )
+    try:
+        yield make_conninfo(pg_admin_dsn, dbname=name)
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def config(tmp_path: Path, db_dsn: str) -> Config:
+    """Defaults, with this test's folders and database."""
+    conversations = tmp_path / "conversations"
+    summaries = tmp_path / "summaries"
+    conversations.mkdir()
+    summaries.mkdir()
+    return Config(
+        paths=PathsConfig(conversations=conversations, summaries=summaries),
+        database=DatabaseConfig(dsn=db_dsn, data_dir=tmp_path / "unused-embedded"),
+    )
+
+
+@pytest.fixture
+def db(config: Config) -> Iterator[Database]:
+    with Database(config.database, retry=RetryPolicy(deadline_s=10.0)) as database:
+        yield database
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    """The real default model, loaded once for the whole run."""
+    from daemon.embed import Embedder
+
+    return Embedder(EmbeddingConfig())
+
+
+def write_conversation(
+    root: Path, slug: str, messages: list[tuple[str, str]], *, title: str | None = None
+) -> Path:
+    """Write ``<root>/<slug>/messages.jsonl`` (and meta.json with a title)."""
+    folder = root / slug
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"role": role, "content": content}, ensure_ascii=False) for role, content in messages]
+    (folder / "messages.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if title is not None:
+        (folder / "meta.json").write_text(json.dumps({"title": title}), encoding="utf-8")
+    return folder
+
+
+def write_summaries(root: Path, slug: str, summaries: list[dict[str, Any]], *, name: str = "summaries.jsonl") -> Path:
+    folder = root / slug
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in summaries), encoding="utf-8")
+    return path
