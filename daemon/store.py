@@ -184,9 +184,10 @@ def _sync_messages(
             ),
         )
     if plan.insert:
-        with conn.cursor() as cur, cur.copy(
-            "COPY messages (conversation_id, seq, role, ts, content, content_hash) FROM STDIN"
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy("COPY messages (conversation_id, seq, role, ts, content, content_hash) FROM STDIN") as copy,
+        ):
             for m in plan.insert:
                 copy.write_row((conv_id, m.seq, m.role, m.ts, m.content, m.content_hash))
     changes.messages_deleted += len(plan.delete)
@@ -223,8 +224,8 @@ def sync_summaries(
     wanted: dict[tuple[int, str], Summary] = {}
     for result in parsed.values():
         if not isinstance(result, ParseError):
-            for summary in result:
-                wanted[(summary.level, summary.key)] = summary
+            for parsed_summary in result:
+                wanted[(parsed_summary.level, parsed_summary.key)] = parsed_summary
     stored = conn.execute(
         "SELECT id, level, key, content_hash, covers, topics, source_path FROM summaries WHERE conversation_id = %s",
         (conv_id,),
@@ -304,9 +305,7 @@ def record_folder_state(
     )
 
 
-def record_problems(
-    conn: psycopg.Connection[Any], slug: str, problems: Mapping[str, tuple[str, str]]
-) -> list[str]:
+def record_problems(conn: psycopg.Connection[Any], slug: str, problems: Mapping[str, tuple[str, str]]) -> list[str]:
     """Make ``ingest_errors`` for this slug hold exactly ``problems`` (path -> (severity, message)).
 
     Returns the paths whose problem is new or changed, so the caller logs each
@@ -400,10 +399,13 @@ def write_embeddings(conn: psycopg.Connection[Any], model: str, rows: Iterable[C
     and an edited text is a new row, so its old vectors are already gone.
     """
     count = 0
-    with conn.cursor() as cur, cur.copy(
-        "COPY embeddings (conversation_id, ref_type, message_id, summary_id, chunk, chunk_start,"
-        " chunk_end, model, dim, vector, content_hash) FROM STDIN WITH (FORMAT BINARY)"
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY embeddings (conversation_id, ref_type, message_id, summary_id, chunk, chunk_start,"
+            " chunk_end, model, dim, vector, content_hash) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy,
+    ):
         copy.set_types(["int8", "text", "int8", "int8", "int4", "int4", "int4", "text", "int4", "vector", "text"])
         for r in rows:
             is_message = r.text.ref_type == "message"

@@ -55,7 +55,9 @@ def fingerprint(folder: Path) -> str | None:
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        digest.update(f"{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_mode}\n".encode("utf-8", "surrogateescape"))
+        digest.update(
+            f"{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_mode}\n".encode("utf-8", "surrogateescape")
+        )
     return digest.hexdigest()
 
 
@@ -97,25 +99,38 @@ class Syncer:
                 conversation = parse_conversation(conv_dir)
             except ParseError as exc:
                 conv_failed = True
-                problems[str(exc.path)] = ("error", exc.reason if exc.line is None else f"line {exc.line}: {exc.reason}")
+                problems[str(exc.path)] = ("error", _reason(exc))
             else:
                 if conversation.warnings:
                     problems[str(conversation.source_path)] = ("warning", "; ".join(conversation.warnings))
-        parsed_summaries: dict[Path, list[Summary] | ParseError] = {}
+        parsed_summaries: dict[Path, list[Summary] | ParseError] | None = {}
         if sum_fp is not None:
-            parsed_summaries = parse_summary_folder(sum_dir)
-            for path, result in parsed_summaries.items():
-                if isinstance(result, ParseError):
-                    reason = result.reason if result.line is None else f"line {result.line}: {result.reason}"
-                    problems[str(path)] = ("error", reason)
+            try:
+                parsed_summaries = parse_summary_folder(sum_dir)
+            except ParseError as exc:  # the folder itself is unreadable: keep every stored summary
+                parsed_summaries = None
+                problems[str(exc.path)] = ("error", _reason(exc))
+            else:
+                for summary_path, result in parsed_summaries.items():
+                    if isinstance(result, ParseError):
+                        problems[str(summary_path)] = ("error", _reason(result))
 
         changes, fresh = self.db.run(
-            self._store_slug, slug, conversation, conv_failed, parsed_summaries, sum_fp is not None, problems,
-            conv_fp, sum_fp,
+            self._store_slug,
+            slug,
+            conversation,
+            conv_failed,
+            parsed_summaries,
+            sum_fp is not None,
+            problems,
+            conv_fp,
+            sum_fp,
         )
         for path in fresh:
             severity, message = problems[path]
-            (log.error if severity == "error" else log.warning)(f"ingest_{severity}", slug=slug, path=path, error=message)
+            (log.error if severity == "error" else log.warning)(
+                f"ingest_{severity}", slug=slug, path=path, error=message
+            )
         fields: dict[str, Any] = {k: v for k, v in vars(changes).items() if v and k != "errors"}
         if changes.wrote:
             log.info("slug_stored", slug=slug, seconds=round(time.monotonic() - started, 3), **fields)
@@ -129,7 +144,7 @@ class Syncer:
         slug: str,
         conversation: Conversation | None,
         conv_failed: bool,
-        parsed_summaries: dict[Path, list[Summary] | ParseError],
+        parsed_summaries: dict[Path, list[Summary] | ParseError] | None,
         summaries_present: bool,
         problems: dict[str, tuple[str, str]],
         conv_fp: str | None,
@@ -150,7 +165,9 @@ class Syncer:
         else:
             conv_id = store.conversation_id(conn, slug)
             changes.conversation = "kept" if conv_id is not None else "absent"
-        if conv_id is None:
+        if parsed_summaries is None:
+            pass  # unreadable summaries folder: nothing to compare with, so nothing changes
+        elif conv_id is None:
             changes.summaries_waiting = sum(len(r) for r in parsed_summaries.values() if not isinstance(r, ParseError))
         elif summaries_present or self.on_delete == "delete":
             store.sync_summaries(conn, conv_id, parsed_summaries, changes)
@@ -208,8 +225,7 @@ class Syncer:
             except FileNotFoundError:
                 continue
         return {
-            name: (fingerprint(self.conversations_dir / name), fingerprint(self.summaries_dir / name))
-            for name in names
+            name: (fingerprint(self.conversations_dir / name), fingerprint(self.summaries_dir / name)) for name in names
         }
 
     def reconcile(
@@ -264,6 +280,10 @@ class Syncer:
             self.db.run(record)
         except (MemorydError, psycopg.Error) as record_exc:
             log.error("error_not_recorded", slug=slug, error=str(record_exc))
+
+
+def _reason(exc: ParseError) -> str:
+    return exc.reason if exc.line is None else f"line {exc.line}: {exc.reason}"
 
 
 def _known_slugs(conn: psycopg.Connection[Any]) -> tuple[dict[str, tuple[str | None, str | None]], set[str]]:

@@ -314,7 +314,7 @@ class _SlugEventHandler(FileSystemEventHandler):
         roots: Sequence[Path],
         *,
         on_slug: Callable[[str], None],
-        on_root_lost: Callable[[str], None],
+        on_root_lost: Callable[[], None],
         on_error: Callable[[], None],
     ) -> None:
         super().__init__()
@@ -362,7 +362,7 @@ class _SlugEventHandler(FileSystemEventHandler):
             # Modifications of a root itself only echo its children's events;
             # its deletion stops watchdog's emitter and needs a rescan.
             if not os.path.isdir(path):
-                self._on_root_lost(path)
+                self._on_root_lost()
             return
         slug = slug_for_path(path, self._roots, is_directory=is_directory)
         if slug is not None:
@@ -569,7 +569,8 @@ class FolderWatcher:
         if self._debouncer.touch(slug):
             self._wakeup()
 
-    def _on_root_lost(self, root: str) -> None:
+    def _on_root_lost(self) -> None:
+        # Check health at once: watchdog's emitter for that root has stopped.
         self._next_health_check = 0.0
         self.request_rescan("root_deleted")
 

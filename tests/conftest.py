@@ -111,9 +111,7 @@ def embedder() -> Any:
     return Embedder(EmbeddingConfig())
 
 
-def write_conversation(
-    root: Path, slug: str, messages: list[tuple[str, str]], *, title: str | None = None
-) -> Path:
+def write_conversation(root: Path, slug: str, messages: list[tuple[str, str]], *, title: str | None = None) -> Path:
     """Write ``<root>/<slug>/messages.jsonl`` (and meta.json with a title)."""
     folder = root / slug
     folder.mkdir(parents=True, exist_ok=True)

@@ -715,7 +715,8 @@ def test_random_text_only_raises_parse_error(tmp_path: Path, name: str, text: st
     folder.mkdir(exist_ok=True)
     for old in folder.iterdir():
         old.unlink()
-    (folder / "conversation.md").write_text(BASIC_MD, encoding="utf-8")
+    if name == "meta.json":
+        (folder / "conversation.md").write_text(BASIC_MD, encoding="utf-8")
     (folder / name).write_bytes(text.encode("utf-8", "surrogatepass"))
     _check_fuzzed(folder)
 
@@ -728,6 +729,7 @@ def test_random_bytes_only_raise_parse_error(tmp_path: Path, name: str, data: by
     folder.mkdir(exist_ok=True)
     for old in folder.iterdir():
         old.unlink()
-    (folder / "conversation.md").write_text(BASIC_MD, encoding="utf-8")
+    if name == "meta.json":
+        (folder / "conversation.md").write_text(BASIC_MD, encoding="utf-8")
     (folder / name).write_bytes(data)
     _check_fuzzed(folder)
