@@ -21,7 +21,7 @@ import structlog
 from daemon import __version__
 from daemon.config import Config, load_config
 from daemon.db import Database, RetryPolicy
-from daemon.errors import ConfigError, DatabaseUnavailable, EmbedError, MemorydError
+from daemon.errors import AlreadyRunning, ConfigError, DatabaseUnavailable, EmbedError, MemorydError
 from daemon.log import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_DB = 3
+EXIT_ALREADY_RUNNING = 4
 
 
 def cmd_init(args: argparse.Namespace, config: Config) -> int:
@@ -36,7 +37,7 @@ def cmd_init(args: argparse.Namespace, config: Config) -> int:
 
     Example: memoryd init
     """
-    with Database(config.database, retry=_one_shot_retry()) as db:
+    with Database(config.database, retry=_one_shot_retry(config)) as db:
         print(f"database ready: {db.display_dsn}")
     return 0
 
@@ -52,7 +53,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     """
     from daemon.sync import Syncer
 
-    with Database(config.database, retry=_one_shot_retry()) as db:
+    with Database(config.database, retry=_one_shot_retry(config)) as db:
         syncer = Syncer(db, config)
         slugs = syncer.slugs_for_paths([Path(p) for p in args.paths]) if args.paths else None
         with _progress_bar("ingest", "slugs") as bar:
@@ -72,7 +73,7 @@ def cmd_embed(args: argparse.Namespace, config: Config) -> int:
     from daemon.embed import Embedder, embed_pending
     from daemon.store import count_pending
 
-    with Database(config.database, retry=_one_shot_retry()) as db:
+    with Database(config.database, retry=_one_shot_retry(config)) as db:
         total = db.run(count_pending, config.embedding.model)
         if total == 0:
             print("nothing to embed")
@@ -112,7 +113,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
         kind=args.kind,
     )
     embedder = Embedder(config.embedding)
-    with Database(config.database, retry=_one_shot_retry()) as db:
+    with Database(config.database, retry=_one_shot_retry(config)) as db:
         hits = db.run(search, embedder, args.query, k=args.k, filters=filters)
     if args.json:
         json.dump([hit.as_json() for hit in hits], sys.stdout, ensure_ascii=False, indent=2)
@@ -138,7 +139,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     """
     from daemon.store import stats
 
-    with Database(config.database, retry=_one_shot_retry()) as db:
+    with Database(config.database, retry=_one_shot_retry(config)) as db:
         data = db.run(stats, config.embedding.model)
         data["database"] = db.display_dsn
     data["model"] = config.embedding.model
@@ -171,12 +172,69 @@ def cmd_db(args: argparse.Namespace, config: Config) -> int:
     Example: memoryd db url
              memoryd db psql
     """
-    with Database(config.database, retry=_one_shot_retry()) as db:
+    with Database(config.database, retry=_one_shot_retry(config)) as db:
         if args.action == "url":
             print(db.dsn)
+            if db.embedded is not None:
+                print(
+                    "note: the embedded server runs only while a memoryd process (e.g. `memoryd watch`) uses it",
+                    file=sys.stderr,
+                )
             return 0
         psql = _psql_binary()
         return subprocess.call([psql, db.dsn])
+
+
+def cmd_watch(args: argparse.Namespace, config: Config) -> int:
+    """Run the daemon: reconcile, then watch the folders, store and embed until stopped.
+
+    SIGTERM or SIGINT finish the transaction in flight and exit 0.  Only one
+    daemon may watch a database.  Under systemd (Type=notify) it reports
+    READY=1 after the first reconcile, STATUS= lines and WATCHDOG=1 heartbeats.
+
+    Example: memoryd watch
+             systemctl --user start memoryd   (see `memoryd install-service`)
+    """
+    import signal
+
+    from daemon.service import Daemon
+
+    daemon = Daemon(config)
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon.run()
+    return 0
+
+
+def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
+    """Write the systemd user unit for this installation and configuration.
+
+    The unit runs this memoryd with this configuration file; enable it with
+    `systemctl --user daemon-reload && systemctl --user enable --now memoryd`.
+
+    Example: memoryd install-service
+             memoryd install-service --output /tmp/memoryd.service
+    """
+    from daemon.unit import render_unit, unit_path
+
+    if config.source is None:
+        raise ConfigError(
+            "install-service needs a configuration file (the service must not depend on its working directory):"
+            " pass --config or create ~/.config/memoryd/config.toml"
+        )
+    target = Path(args.output) if args.output else unit_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_unit(config), encoding="utf-8")
+    print(f"wrote {target}")
+    if not args.output:
+        print("now run: systemctl --user daemon-reload && systemctl --user enable --now memoryd")
+        print("logs:    journalctl --user -u memoryd -f")
+    return 0
 
 
 def _psql_binary() -> str:
@@ -194,9 +252,9 @@ def _psql_binary() -> str:
     return found
 
 
-def _one_shot_retry() -> RetryPolicy:
+def _one_shot_retry(config: Config) -> RetryPolicy:
     """One-shot commands wait for a restarting database, but not forever."""
-    return RetryPolicy(deadline_s=30.0)
+    return RetryPolicy(deadline_s=float(config.database.retry_deadline_s))
 
 
 class _progress_bar:  # noqa: N801 - used like a function
@@ -249,6 +307,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "search": cmd_search,
     "status": cmd_status,
     "db": cmd_db,
+    "watch": cmd_watch,
+    "install-service": cmd_install_service,
 }
 
 
@@ -296,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON output for scripts")
     p = add("db")
     p.add_argument("action", choices=("url", "psql"))
+    add("watch")
+    p = add("install-service")
+    p.add_argument("--output", metavar="PATH", help="write the unit here instead of ~/.config/systemd/user/")
     return parser
 
 
@@ -321,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseUnavailable as exc:
         print(f"memoryd: {exc}", file=sys.stderr)
         return EXIT_DB
+    except AlreadyRunning as exc:
+        print(f"memoryd: {exc}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
     except (EmbedError, MemorydError) as exc:
         print(f"memoryd: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

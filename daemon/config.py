@@ -31,6 +31,7 @@ class PathsConfig:
 class DatabaseConfig:
     dsn: str | None = None
     data_dir: Path = Path("data/embedded-pg")
+    retry_deadline_s: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +125,13 @@ def _merge_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     for name, value in env.items():
         if not name.startswith("MEMORYD_") or name in ("MEMORYD_CONFIG", "MEMORYD_TEST_DSN"):
             continue
-        if name == "MEMORYD_DSN":
-            raw.setdefault("database", {})["dsn"] = value
-            continue
-        rest = name[len("MEMORYD_") :].lower()
+        rest = "database_dsn" if name == "MEMORYD_DSN" else name[len("MEMORYD_") :].lower()
         section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
         if section is None:
             raise ConfigError(f"unknown environment variable {name} (expected MEMORYD_<SECTION>_<KEY>)")
         table = raw.setdefault(section, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"[{section}] must be a table")
+            raise ConfigError(f"[{section}] must be a table, not {type(table).__name__}")
         table[rest[len(section) + 1 :]] = _EnvValue(value)
 
 
@@ -146,7 +144,8 @@ def _build_section(name: str, cls: type[Any], table: Any, base: Path) -> Any:
         raise ConfigError(f"[{name}] must be a table, not {type(table).__name__}")
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
-    values: dict[str, Any] = {}
+    # Default paths are relative too: to the file's folder, like explicit ones.
+    values: dict[str, Any] = {f.name: base / f.default for f in fields(cls) if hints[f.name] is Path}
     for key, value in table.items():
         if key not in known:
             raise ConfigError(f"unknown key [{name}] {key} (known: {', '.join(sorted(known))})")
@@ -194,7 +193,7 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError("[embedding] batch_size must be >= 1")
     if emb.chunk_tokens < 16:
         raise ConfigError("[embedding] chunk_tokens must be >= 16")
-    if emb.chunk_overlap >= emb.chunk_tokens // 2:
+    if 2 * emb.chunk_overlap >= emb.chunk_tokens:
         raise ConfigError("[embedding] chunk_overlap must be less than half of chunk_tokens")
     if emb.device not in ("auto", "cpu") and not emb.device.startswith(("cuda", "mps")):
         raise ConfigError(f"[embedding] device must be auto, cpu, cuda[:N] or mps; got {emb.device!r}")

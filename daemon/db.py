@@ -31,13 +31,13 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_after_delay,
+    stop_before_delay,
     stop_never,
     wait_random_exponential,
 )
 
 from daemon.config import DatabaseConfig
-from daemon.errors import DatabaseUnavailable, StoreError, TransientError
+from daemon.errors import Cancelled, DatabaseUnavailable, StoreError, TransientError
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +87,9 @@ class RetryPolicy:
     ``deadline_s=None`` retries forever (the daemon); one-shot commands give
     up after ``deadline_s`` with :class:`DatabaseUnavailable`.  ``on_retry`` runs
     before each wait: the embedded server uses it to restart a dead postgres.
+    Setting ``cancel`` interrupts a wait and ends the retries with
+    :class:`Cancelled`, so a stopping daemon does not sit out a 30 s backoff;
+    ``on_wait`` is called about every second while waiting (systemd heartbeats).
     """
 
     def __init__(
@@ -96,8 +99,12 @@ class RetryPolicy:
         max_wait_s: float = 30.0,
         initial_wait_s: float = 0.2,
         on_retry: Callable[[], None] | None = None,
+        cancel: threading.Event | None = None,
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
         self.deadline_s = deadline_s
+        self.cancel = cancel
+        self.on_wait = on_wait
         self.max_wait_s = max_wait_s
         self.initial_wait_s = initial_wait_s
         self.on_retry = on_retry
@@ -110,18 +117,33 @@ class RetryPolicy:
         retrying = Retrying(
             retry=retry_if_exception(is_transient),
             wait=wait_random_exponential(multiplier=self.initial_wait_s, max=self.max_wait_s),
-            stop=stop_never if self.deadline_s is None else stop_after_delay(self.deadline_s),
+            stop=stop_never if self.deadline_s is None else stop_before_delay(self.deadline_s),
             before_sleep=self._before_sleep,
+            sleep=self._sleep,
             reraise=True,
         )
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("stopping")
         try:
             result = retrying(fn, *args, **kwargs)
+        except Cancelled:
+            raise
         except Exception as exc:
             if is_transient(exc):
                 raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
             raise
         self._recovered()
         return result
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.cancel is not None and self.cancel.wait(min(left, 1.0)):
+                raise Cancelled("stopping while waiting for the database")
+            if self.cancel is None:
+                time.sleep(min(left, 1.0))
+            if self.on_wait is not None:
+                self.on_wait()
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -283,7 +305,9 @@ class Database:
         """A pooled connection; the block is one transaction (commit on success)."""
         if self._pool is None:
             raise StoreError("database is not open")
-        with self._pool.connection(timeout=10.0) as conn:
+        # Short: a server that is down should surface as an outage (retried and
+        # logged once by the policy) rather than as a long silent wait in the pool.
+        with self._pool.connection(timeout=5.0) as conn:
             yield conn
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -45,3 +45,11 @@ class TransientError(MemorydError):
 
     The retry policy in ``db.py`` retries these and psycopg's OperationalError.
     """
+
+
+class Cancelled(MemorydError):
+    """The daemon is stopping; work waiting for the database is abandoned (and redone at next start)."""
+
+
+class AlreadyRunning(MemorydError):
+    """Another memoryd daemon already watches this database."""

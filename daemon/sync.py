@@ -24,7 +24,7 @@ import structlog
 from daemon import store
 from daemon.config import Config
 from daemon.db import Database
-from daemon.errors import DatabaseUnavailable, MemorydError, ParseError
+from daemon.errors import Cancelled, DatabaseUnavailable, MemorydError, ParseError
 from daemon.models import Conversation, Summary
 from daemon.parse import parse_conversation
 from daemon.summaries import parse_summary_folder
@@ -235,6 +235,7 @@ class Syncer:
         slugs: Iterable[str] | None = None,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        log_summary: bool = True,
     ) -> ReconcileReport:
         """Sync every slug that changed (all of them with ``force``, or only ``slugs``)."""
         started = time.monotonic()
@@ -246,7 +247,7 @@ class Syncer:
                 break
             try:
                 changes = self.sync_slug(slug)
-            except DatabaseUnavailable:
+            except (DatabaseUnavailable, Cancelled):
                 raise
             except (MemorydError, psycopg.Error, OSError, ValueError) as exc:
                 # One slug the database or the filesystem refuses must not stop the others.
@@ -260,7 +261,7 @@ class Syncer:
             if progress is not None:
                 progress(n, len(todo))
         report.seconds = time.monotonic() - started
-        log.info(
+        (log.info if log_summary else log.debug)(
             "reconciled",
             slugs=len(todo),
             synced=report.synced,

