@@ -145,7 +145,7 @@ def _build_section(name: str, cls: type[Any], table: Any, base: Path) -> Any:
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     # Default paths are relative too: to the file's folder, like explicit ones.
-    values: dict[str, Any] = {f.name: base / f.default for f in fields(cls) if hints[f.name] is Path}
+    values: dict[str, Any] = {f.name: base / getattr(cls(), f.name) for f in fields(cls) if hints[f.name] is Path}
     for key, value in table.items():
         if key not in known:
             raise ConfigError(f"unknown key [{name}] {key} (known: {', '.join(sorted(known))})")
