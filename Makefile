@@ -18,14 +18,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Seed the watched folders with the examples on first run, show a search, then run the daemon.
+# First run: seed the watched folders with the examples. Then store and embed
+# what is there, show a search, and run the daemon (Ctrl-C stops it).
 run: $(STAMP)
 	@test -e conversations || cp -r examples/conversations conversations
 	@test -e summaries || cp -r examples/summaries summaries
-	$(BIN)/memoryd init
 	$(BIN)/memoryd ingest
 	$(BIN)/memoryd embed
 	$(BIN)/memoryd search "a poem about a thunderstorm written in code" --k 3
+	exec $(BIN)/memoryd watch
+
+# The one-shot half only: store, embed, search, exit.
+demo: $(STAMP)
+	@test -e conversations || cp -r examples/conversations conversations
+	@test -e summaries || cp -r examples/summaries summaries
+	$(BIN)/memoryd ingest
+	$(BIN)/memoryd embed
+	$(BIN)/memoryd search "a poem about a thunderstorm written in code" --k 3
+
+bench: $(STAMP)
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/daemon.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests bench

@@ -156,11 +156,13 @@ class _Burst:
     previous: Snapshot | None = None
 
     def due(self, debounce_s: float, max_wait_s: float, settle_s: float) -> float:
-        quiet_from = self.last_event if self.last_check is None else max(self.last_event, self.last_check)
         cap = self.first_event + max_wait_s
-        if self.last_check is not None:
-            cap = max(cap, self.last_check + settle_s)
-        return min(quiet_from + debounce_s, cap)
+        if self.last_check is None:
+            return min(self.last_event + debounce_s, cap)
+        if self.last_event <= self.last_check:
+            # Quiet since the last check: a short settle confirms the snapshot.
+            return self.last_check + settle_s
+        return min(max(self.last_event, self.last_check) + debounce_s, max(cap, self.last_check + settle_s))
 
 
 class SlugDebouncer:
@@ -174,10 +176,11 @@ class SlugDebouncer:
       burst's first event if that is earlier.
     * A due-check snapshots the slug's files. It emits the slug only if the
       snapshot equals the one taken at the previous due-check of the burst;
-      otherwise (first check, or files moved) it keeps the snapshot and re-arms.
-      So before ``max_wait_s``, a slug is emitted after two equal snapshots a
-      quiet period apart: a file still being written is waited for, at the cost
-      of about ``2 * debounce_s`` latency after the last event.
+      otherwise (first check, or files moved) it keeps the snapshot and re-arms:
+      ``settle_s`` later when no event came since, a quiet period later when
+      one did.  So a slug is emitted about ``debounce_s + settle_s`` after its
+      last event, once its files stood still over the settle interval: a file
+      still being written (size or mtime moving) is waited for.
     * Past ``max_wait_s`` events no longer postpone anything: checks come every
       ``settle_s`` (default ``min(debounce_s, 0.25)``) and the slug is emitted
       as soon as two consecutive snapshots are equal. Event noise that does not

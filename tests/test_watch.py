@@ -184,8 +184,8 @@ def test_debouncer_waits_for_quiet_period() -> None:
     assert d.next_due() == pytest.approx(clock.now + 0.1)
 
 
-def test_debouncer_emits_after_two_equal_snapshots_a_quiet_period_apart() -> None:
-    """The first check only records a snapshot; the next one, a quiet period later, emits."""
+def test_debouncer_emits_after_two_equal_snapshots_a_settle_interval_apart() -> None:
+    """The first check only records a snapshot; the next one, settle_s later without events, emits."""
     clock, disk = FakeClock(), FakeDisk()
     disk.write("a", 10)
     d = debouncer(disk, clock)
@@ -193,12 +193,30 @@ def test_debouncer_emits_after_two_equal_snapshots_a_quiet_period_apart() -> Non
     clock.advance(1.0)
     assert d.collect() == []
     assert d.pending() == ["a"]
-    clock.advance(0.5)
+    clock.advance(d.settle_s / 2)
     assert d.collect() == []
-    clock.advance(0.5)
+    clock.advance(d.settle_s / 2)
     assert d.collect() == ["a"]
     assert d.pending() == []
     assert d.next_due() is None
+
+
+def test_debouncer_event_after_first_check_restarts_quiet_period() -> None:
+    """An event between the first check and its settle confirmation postpones emission by a quiet period."""
+    clock, disk = FakeClock(), FakeDisk()
+    d = debouncer(disk, clock)
+    d.touch("a")
+    clock.advance(1.0)
+    assert d.collect() == []
+    clock.advance(0.1)
+    disk.write("a", 20)
+    d.touch("a")
+    clock.advance(d.settle_s)
+    assert d.collect() == []
+    clock.advance(1.0)
+    assert d.collect() == []  # the file moved: a fresh snapshot, confirmed only after another settle interval
+    clock.advance(d.settle_s)
+    assert d.collect() == ["a"]
 
 
 def test_debouncer_rearms_while_snapshot_moves() -> None:

@@ -1,0 +1,63 @@
+"""What the benchmarks share: a database to run on and a timer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from daemon.db import EmbeddedServer
+
+
+@contextlib.contextmanager
+def server_dsn() -> Iterator[str]:
+    """``MEMORYD_BENCH_DSN`` (a superuser DSN) or a throw-away embedded server."""
+    if os.environ.get("MEMORYD_BENCH_DSN"):
+        yield os.environ["MEMORYD_BENCH_DSN"]
+        return
+    parent = Path(tempfile.mkdtemp(prefix="memoryd-bench-pg-"))
+    server = EmbeddedServer(parent / "data")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_database(admin_dsn: str) -> Iterator[str]:
+    """An empty database of its own, dropped afterwards."""
+    name = f"memoryd_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(admin_dsn, dbname=name)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[list[float]]:
+    """``with timed() as t: ...`` then ``t[0]`` is the elapsed seconds."""
+    box: list[float] = []
+    started = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box.append(time.perf_counter() - started)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
