@@ -37,8 +37,8 @@ demo: $(STAMP)
 	$(BIN)/memoryd search "a poem about a thunderstorm written in code" --k 3
 
 bench: $(STAMP)
-	$(BIN)/python bench/pipeline.py
-	$(BIN)/python bench/daemon.py
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.daemon
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests bench

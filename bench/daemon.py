@@ -7,41 +7,36 @@
   directly (``sync_slug`` + ``embed_pending``, no watcher, no debounce) on
   the same kind of conversation, so the ratio is the daemon's own overhead.
 - reconcile: a periodic reconcile over 5,000 unchanged conversations vs a
-  bare ``os.scandir`` + ``stat`` walk of the same tree.
+  bare ``os.scandir`` + ``stat`` walk of the same tree (bench/rescan.py).
 
 Production defaults are used (debounce 1.5 s, max wait 10 s) unless
 ``--debounce-ms`` says otherwise.
 
-    .venv/bin/python bench/daemon.py [--drops 20] [--unchanged 5000]
+    .venv/bin/python -m bench.daemon [--drops 20] [--unchanged 5000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import fresh_database, percentile, server_dsn, timed  # noqa: E402
-from bench.generate import conversation, write_tree  # noqa: E402
-from bench.pipeline import walk  # noqa: E402
-from daemon.config import Config, DatabaseConfig, EmbeddingConfig, LogConfig, PathsConfig  # noqa: E402
-from daemon.db import Database  # noqa: E402
-from daemon.embed import Embedder, embed_pending  # noqa: E402
-from daemon.log import configure_logging  # noqa: E402
-from daemon.search import SearchFilters, search  # noqa: E402
-from daemon.service import Daemon  # noqa: E402
-from daemon.sync import Syncer  # noqa: E402
-
-import random  # noqa: E402
+from bench._common import fresh_database, percentile, server_dsn, timed
+from bench.generate import conversation
+from bench.rescan import bench_rescan
+from daemon.config import Config, DatabaseConfig, EmbeddingConfig, LogConfig, PathsConfig
+from daemon.db import Database
+from daemon.embed import Embedder, embed_pending
+from daemon.log import configure_logging
+from daemon.search import SearchFilters, search
+from daemon.service import Daemon
+from daemon.sync import Syncer
 
 
 def drop(root: Path, slug: str, turns: list[dict[str, str]]) -> None:
@@ -112,38 +107,6 @@ def bench_latency(admin: str, drops: int, debounce_ms: int, embedder: Embedder) 
     )
 
 
-def bench_reconcile(admin: str, unchanged: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="memoryd-bench-") as tmp, fresh_database(admin) as dsn:
-        root = Path(tmp)
-        write_tree(root, unchanged, seed=3, messages=2)
-        config = Config(
-            paths=PathsConfig(conversations=root / "conversations", summaries=root / "summaries"),
-            database=DatabaseConfig(dsn=dsn),
-        )
-        with Database(config.database) as db:
-            syncer = Syncer(db, config)
-            with timed() as t_first:
-                syncer.reconcile()
-            runs = []
-            for _ in range(3):
-                with timed() as t:
-                    report = syncer.reconcile()
-                assert report.checked == 0, report
-                runs.append(t[0])
-        walks = []
-        for _ in range(3):
-            with timed() as t:
-                files = walk(root)
-            walks.append(t[0])
-        shutil.rmtree(root / "conversations")
-    ours, base = statistics.median(runs), statistics.median(walks)
-    print(
-        f"reconcile of {unchanged} unchanged conversations ({files} files): {ours:.3f} s (median of 3),"
-        f" 0 parsed, 0 written   baseline scandir+stat walk {base:.3f} s   time ratio {ours / base:.1f}x"
-        f"   (first full ingest of the tree: {t_first[0]:.1f} s)"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--drops", type=int, default=20)
@@ -153,7 +116,7 @@ def main() -> None:
     configure_logging(LogConfig(level="warning"))
     embedder = Embedder(EmbeddingConfig())
     with server_dsn() as admin:
-        bench_reconcile(admin, args.unchanged)
+        bench_rescan(admin, args.unchanged)
         bench_latency(admin, args.drops, args.debounce_ms, embedder)
 
 

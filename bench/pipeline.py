@@ -7,29 +7,26 @@
 - re-ingest of the unchanged tree: memoryd's reconcile vs a bare ``os.scandir``
   + ``stat`` walk of the same tree (the least any change detection can cost).
 
-    .venv/bin/python bench/pipeline.py [--conversations 100]
+    .venv/bin/python -m bench.pipeline [--conversations 100]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 from pathlib import Path
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import fresh_database, server_dsn, timed  # noqa: E402
-from bench.generate import write_tree  # noqa: E402
-from daemon.config import Config, DatabaseConfig, EmbeddingConfig, LogConfig, PathsConfig  # noqa: E402
-from daemon.db import Database  # noqa: E402
-from daemon.embed import Embedder, embed_pending  # noqa: E402
-from daemon.log import configure_logging  # noqa: E402
-from daemon.parse import parse_conversation  # noqa: E402
-from daemon.sync import Syncer  # noqa: E402
+from bench._common import fresh_database, server_dsn, timed
+from bench.generate import write_tree
+from bench.rescan import walk
+from daemon.config import Config, DatabaseConfig, EmbeddingConfig, LogConfig, PathsConfig
+from daemon.db import Database
+from daemon.embed import Embedder, embed_pending
+from daemon.log import configure_logging
+from daemon.parse import parse_conversation
+from daemon.sync import Syncer
 
 
 def naive_ingest(dsn: str, conversations_dir: Path) -> int:
@@ -54,18 +51,6 @@ def naive_ingest(dsn: str, conversations_dir: Path) -> int:
                 rows += 1
             conn.commit()
     return rows
-
-
-def walk(root: Path) -> int:
-    files = 0
-    for sub in ("conversations", "summaries"):
-        with os.scandir(root / sub) as slugs:
-            for slug in slugs:
-                with os.scandir(slug.path) as entries:
-                    for entry in entries:
-                        entry.stat()
-                        files += 1
-    return files
 
 
 def main() -> None:

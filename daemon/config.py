@@ -34,6 +34,12 @@ class DatabaseConfig:
     retry_deadline_s: int = 30
 
 
+# How the model runs: "auto" picks per machine (see daemon.embed); the others force one.
+Precision = Literal["auto", "fp32", "bf16", "fp16", "onnx-fp32", "onnx-int8"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+_ONNX_PRECISIONS = ("onnx-fp32", "onnx-int8")
+
+
 @dataclass(frozen=True, slots=True)
 class EmbeddingConfig:
     model: str = DEFAULT_MODEL
@@ -41,6 +47,7 @@ class EmbeddingConfig:
     chunk_tokens: int = 256
     chunk_overlap: int = 32
     device: str = "auto"
+    precision: Precision = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +204,10 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError("[embedding] chunk_overlap must be less than half of chunk_tokens")
     if emb.device not in ("auto", "cpu") and not emb.device.startswith(("cuda", "mps")):
         raise ConfigError(f"[embedding] device must be auto, cpu, cuda[:N] or mps; got {emb.device!r}")
+    if emb.precision in _ONNX_PRECISIONS and emb.device not in ("auto", "cpu"):
+        raise ConfigError(f"[embedding] precision {emb.precision} runs on the CPU: set device to auto or cpu")
+    if emb.precision == "fp16" and emb.device == "cpu":
+        raise ConfigError("[embedding] precision fp16 needs a GPU (device auto, cuda[:N] or mps); on a CPU use auto")
     if config.watch.debounce_ms > config.watch.max_wait_ms:
         raise ConfigError("[watch] debounce_ms must not exceed max_wait_ms")
     if config.watch.rescan_interval_s < 1:

@@ -1,23 +1,68 @@
-"""Search by meaning: the query is embedded and matched against the HNSW index.
+"""Search by meaning, by words, or both fused (the default).
 
-Filters (slug, role, summary level, dates) are applied inside the index scan,
-with pgvector's iterative scans, so a selective filter still returns k
-results instead of the few that happened to be among the first candidates.
+- ``vector``: the query is embedded and matched against the chunks' vectors
+  through the model's partial HNSW index; the chunks of one message or
+  summary are merged, its best chunk counting.  Score: cosine similarity of
+  that chunk (1 is identical).
+- ``text``: PostgreSQL full-text search over whole messages and summaries,
+  stemmed as both English and French with accents folded (see
+  ``sql/002_fulltext.sql``).  Score: ``ts_rank``.
+- ``hybrid``: both candidate lists, each about ``max(40, 4k)`` long, fused by
+  reciprocal rank fusion.  Score: ``Σ 1 / (60 + rank)`` over the lists the hit
+  is in; the rank in each list is kept on the hit.  The vector list finds
+  paraphrases, the text list the exact rare word (a code, a surname) that an
+  embedding blurs; a query whose words are all common (see
+  ``TEXT_COMMON_ROWS``) has no text list.
+
+Filters (slug, role, summary level, dates, kind) are applied inside both
+scans.  The vector scan uses pgvector's iterative index scans, so a
+selective filter still returns k results instead of the few that happened to
+be among the first candidates; the text scan filters before it limits.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
-from daemon.embed import Embedder
+if TYPE_CHECKING:
+    from daemon.embed import Embedder
+
+Mode = Literal["vector", "text", "hybrid"]
+MODES: tuple[Mode, ...] = ("vector", "text", "hybrid")
 
 SNIPPET_CHARS = 240
+# Reciprocal rank fusion's constant (Cormack et al. 2009): large enough that
+# being first in one list is not worth much more than being third in both.
+RRF_K = 60
+# The HNSW candidate list (hnsw.ef_search) is never shorter than this.  At
+# 200,000 chunks, with the index of store.ensure_vector_index, 100 gives a
+# recall@10 of 0.99 against exact search in about 4 ms, 40 only 0.97
+# (bench/search.py).
+MIN_EF_SEARCH = 100
+MAX_EF_SEARCH = 1000  # pgvector's limit
+# Chunks scanned at most when a few long texts crowd the vector candidates.
+MAX_VECTOR_CANDIDATES = 10_000
+# A query word found in more rows than this (estimated from the planner's
+# statistics of the tsvector columns) is too common to select candidates by
+# itself: ranking every row it matches would cost tens of milliseconds and
+# say little.  It still counts in the rank of the rows the rarer words select.
+# A query made of common words only selects the rows holding all of them in
+# text mode, and has no text list in hybrid mode.
+TEXT_COMMON_ROWS = 2_000
+# Rows ranked at most per table by one text query, whatever the words: the
+# bound on its cost.
+TEXT_SCAN_LIMIT = 2_000
+# Snippets of hits found by words only come from this much of the text.
+HEADLINE_CHARS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +74,29 @@ class SearchFilters:
     until: date | None = None
     kind: str | None = None  # "message" | "summary" | None for both
 
+    @property
+    def effective_kind(self) -> str | None:
+        """A role only exists on messages, a level only on summaries."""
+        if self.role is not None:
+            return "message"
+        if self.level is not None:
+            return "summary"
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """What one search looks for: the text, and its vector for the vector and hybrid modes."""
+
+    text: str
+    vector: np.ndarray[Any, np.dtype[np.float32]] | None = None
+    model: str = ""
+    dim: int = 0
+
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    score: float  # cosine similarity, 1 is identical
+    score: float  # vector: cosine similarity; text: ts_rank; hybrid: reciprocal rank fusion
     kind: str  # "message" | "summary"
     slug: str
     title: str
@@ -42,6 +106,8 @@ class SearchHit:
     seq: int | None  # the message's seq; for a summary, the first covered seq
     ref_id: int
     snippet: str
+    vector_rank: int | None = None  # 1-based rank in the vector candidates, None if absent
+    text_rank: int | None = None  # 1-based rank in the text candidates, None if absent
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -49,111 +115,404 @@ class SearchHit:
         return data
 
 
-def _nearest_query(model: str, dim: int, filters: SearchFilters) -> tuple[sql.Composed, dict[str, Any]]:
-    """The candidate scan, shaped so the planner uses the model's partial HNSW index.
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One message or summary found by one mode, best first."""
 
-    The index predicate and cast are literals (a bind parameter cannot prove a
-    partial index applies); filters are scalar sub-selects, which stay
-    per-row filters of the index scan instead of turning into joins that
-    would lose its ordering.
-    """
-    conditions: list[sql.Composable] = [sql.SQL("e.model = {}").format(sql.Literal(model))]
-    params: dict[str, Any] = {}
-    if filters.slugs:
-        conditions.append(
-            sql.SQL("e.conversation_id = ANY(ARRAY(SELECT id FROM conversations WHERE slug = ANY(%(slugs)s)))")
-        )
-        params["slugs"] = list(filters.slugs)
-    kind = filters.kind
-    if filters.role is not None:
-        kind = "message"
-        conditions.append(sql.SQL("(SELECT m.role FROM messages AS m WHERE m.id = e.message_id) = %(role)s"))
-        params["role"] = filters.role
-    if filters.level is not None:
-        kind = "summary"
-        conditions.append(sql.SQL("(SELECT s.level FROM summaries AS s WHERE s.id = e.summary_id) = %(level)s"))
-        params["level"] = filters.level
-    if kind is not None:
-        conditions.append(sql.SQL("e.ref_type = %(kind)s"))
-        params["kind"] = kind
-    if filters.since is not None:
-        conditions.append(
-            sql.SQL("(SELECT c.created_date FROM conversations AS c WHERE c.id = e.conversation_id) >= %(since)s")
-        )
-        params["since"] = filters.since
-    if filters.until is not None:
-        conditions.append(
-            sql.SQL("(SELECT c.created_date FROM conversations AS c WHERE c.id = e.conversation_id) <= %(until)s")
-        )
-        params["until"] = filters.until
-    distance = sql.SQL("(e.vector::vector({dim})) <=> %(query)s::vector({dim})").format(dim=sql.Literal(dim))
-    query = sql.SQL(
-        "WITH candidates AS ("
-        " SELECT e.ref_type, e.message_id, e.summary_id, e.conversation_id, e.chunk_start, e.chunk_end,"
-        " {distance} AS distance FROM embeddings AS e WHERE {conditions}"
-        " ORDER BY {distance} LIMIT %(candidates)s),"
-        " best AS (SELECT DISTINCT ON (ref_type, COALESCE(message_id, summary_id)) * FROM candidates"
-        " ORDER BY ref_type, COALESCE(message_id, summary_id), distance)"
-        " SELECT 1 - b.distance, b.ref_type, c.slug, c.title, c.created_date, m.role, s.level,"
-        " COALESCE(m.seq, (s.covers->>0)::int), COALESCE(b.message_id, b.summary_id),"
-        " substr(COALESCE(m.content, s.content), b.chunk_start + 1, b.chunk_end - b.chunk_start)"
-        " FROM best AS b JOIN conversations AS c ON c.id = b.conversation_id"
-        " LEFT JOIN messages AS m ON m.id = b.message_id LEFT JOIN summaries AS s ON s.id = b.summary_id"
-        " ORDER BY b.distance LIMIT %(k)s"
-    ).format(distance=distance, conditions=sql.SQL(" AND ").join(conditions))
-    return query, params
+    kind: str
+    ref_id: int
+    score: float
+    chunk_start: int | None = None  # the best chunk, for vector candidates
+    chunk_end: int | None = None
+
+
+@dataclass(slots=True)
+class Fused:
+    """One message or summary in the final ranking, with its rank in each list that holds it."""
+
+    kind: str
+    ref_id: int
+    score: float = 0.0
+    ranks: dict[str, int] = field(default_factory=dict)
+    chunk: tuple[int, int] | None = None
 
 
 def search(
     conn: psycopg.Connection[Any],
-    embedder: Embedder,
+    embedder: Embedder | None,
     text: str,
     *,
     k: int = 10,
     filters: SearchFilters | None = None,
+    mode: Mode = "hybrid",
 ) -> list[SearchHit]:
-    """The k messages or summaries closest in meaning to ``text``."""
-    query, params = _prepare(conn, embedder, text, k, filters or SearchFilters())
-    rows = conn.execute(query, params).fetchall()
-    return [
-        SearchHit(
-            score=float(score),
-            kind=kind,
-            slug=slug,
-            title=title,
-            created_date=created,
-            role=role,
-            level=level,
-            seq=seq,
-            ref_id=int(ref_id),
-            snippet=_snippet(chunk_text, text),
+    """The k messages or summaries that best match ``text``; ``embedder`` may be None in text mode."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "text":
+        query = SearchQuery(text)
+    else:
+        if embedder is None:
+            raise ValueError(f"{mode} search needs the embedding model")
+        query = SearchQuery(text, embedder.encode([text])[0], embedder.name, embedder.dim)
+    return search_query(conn, query, k=k, filters=filters, mode=mode)
+
+
+def search_query(
+    conn: psycopg.Connection[Any],
+    query: SearchQuery,
+    *,
+    k: int = 10,
+    filters: SearchFilters | None = None,
+    mode: Mode = "hybrid",
+) -> list[SearchHit]:
+    """:func:`search` with the query already embedded (benchmarks time the database part alone)."""
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    filters = filters or SearchFilters()
+    candidates = max(40, 4 * k)
+    lists: dict[str, list[Candidate]] = {}
+    words: TextQuery | None = None
+    if mode in ("vector", "hybrid"):
+        lists["vector"] = vector_candidates(conn, query, filters, candidates=candidates, k=k)
+    if mode in ("text", "hybrid"):
+        words = text_query(conn, query.text)
+        # Common words only: in hybrid mode, meaning ranks those texts better, and far cheaper.
+        lists["text"] = (
+            text_candidates(conn, words, filters, candidates=candidates) if mode == "text" or words.selective else []
         )
-        for score, kind, slug, title, created, role, level, seq, ref_id, chunk_text in rows
-    ]
+    if mode == "hybrid":
+        fused = fuse(lists)
+    else:
+        fused = [Fused(c.kind, c.ref_id, c.score, {mode: n}, _chunk_of(c)) for n, c in enumerate(lists[mode], start=1)]
+    return _hits(conn, fused[:k], query.text, words)
+
+
+def fuse(lists: dict[str, list[Candidate]], *, rrf_k: int = RRF_K) -> list[Fused]:
+    """Reciprocal rank fusion: each list adds ``1 / (rrf_k + rank)`` to the hits it holds, best first.
+
+    Ties go to the hit with the better best rank, then to a fixed order, so
+    results never shuffle between runs.
+    """
+    merged: dict[tuple[str, int], Fused] = {}
+    for name, candidates in lists.items():
+        for rank, c in enumerate(candidates, start=1):
+            entry = merged.setdefault((c.kind, c.ref_id), Fused(c.kind, c.ref_id))
+            entry.score += 1.0 / (rrf_k + rank)
+            entry.ranks[name] = rank
+            if entry.chunk is None:
+                entry.chunk = _chunk_of(c)
+    return sorted(merged.values(), key=lambda f: (-f.score, min(f.ranks.values()), f.kind, f.ref_id))
+
+
+def _chunk_of(c: Candidate) -> tuple[int, int] | None:
+    return (c.chunk_start, c.chunk_end) if c.chunk_start is not None and c.chunk_end is not None else None
+
+
+# --- vector -------------------------------------------------------------------
+
+
+def _conversation_conditions(
+    filters: SearchFilters, column: sql.Composable
+) -> tuple[list[sql.Composable], dict[str, Any]]:
+    """Slug and date filters as per-row conditions on a conversation id column.
+
+    Scalar sub-selects, not joins: in the vector scan they stay filters of the
+    HNSW index scan instead of turning into joins that would lose its order.
+    """
+    conditions: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    if filters.slugs:
+        conditions.append(
+            sql.SQL("{col} = ANY(ARRAY(SELECT id FROM conversations WHERE slug = ANY(%(slugs)s)))").format(col=column)
+        )
+        params["slugs"] = list(filters.slugs)
+    if filters.since is not None:
+        conditions.append(
+            sql.SQL("(SELECT c.created_date FROM conversations AS c WHERE c.id = {col}) >= %(since)s").format(
+                col=column
+            )
+        )
+        params["since"] = filters.since
+    if filters.until is not None:
+        conditions.append(
+            sql.SQL("(SELECT c.created_date FROM conversations AS c WHERE c.id = {col}) <= %(until)s").format(
+                col=column
+            )
+        )
+        params["until"] = filters.until
+    return conditions, params
+
+
+def _nearest_query(model: str, dim: int, filters: SearchFilters) -> tuple[sql.Composed, dict[str, Any]]:
+    """The candidate scan, shaped so the planner uses the model's partial HNSW index.
+
+    The index predicate and cast are literals (a bind parameter cannot prove a
+    partial index applies); filters are per-row conditions of the index scan.
+    The scan's chunks are merged per message or summary (its closest chunk),
+    and re-sorted: iterative scans in ``relaxed_order`` may return them
+    slightly out of order.  The last column counts the chunks scanned, so the
+    caller can tell a short list from an exhausted one.
+    """
+    conditions, params = _conversation_conditions(filters, sql.SQL("e.conversation_id"))
+    conditions.insert(0, sql.SQL("e.model = {}").format(sql.Literal(model)))
+    if filters.role is not None:
+        conditions.append(sql.SQL("(SELECT m.role FROM messages AS m WHERE m.id = e.message_id) = %(role)s"))
+        params["role"] = filters.role
+    if filters.level is not None:
+        conditions.append(sql.SQL("(SELECT s.level FROM summaries AS s WHERE s.id = e.summary_id) = %(level)s"))
+        params["level"] = filters.level
+    kind = filters.effective_kind
+    if kind is not None:
+        conditions.append(sql.SQL("e.ref_type = %(kind)s"))
+        params["kind"] = kind
+    distance = sql.SQL("(e.vector::vector({dim})) <=> %(query)s::vector({dim})").format(dim=sql.Literal(dim))
+    query = sql.SQL(
+        "WITH candidates AS MATERIALIZED ("
+        " SELECT e.ref_type, COALESCE(e.message_id, e.summary_id) AS ref_id, e.chunk_start, e.chunk_end,"
+        " {distance} AS distance FROM embeddings AS e WHERE {conditions}"
+        " ORDER BY {distance} LIMIT %(candidates)s),"
+        " best AS (SELECT DISTINCT ON (ref_type, ref_id) * FROM candidates ORDER BY ref_type, ref_id, distance)"
+        " SELECT ref_type, ref_id, 1 - distance, chunk_start, chunk_end, (SELECT count(*) FROM candidates)"
+        " FROM best ORDER BY distance, ref_type, ref_id"
+    ).format(distance=distance, conditions=sql.SQL(" AND ").join(conditions))
+    return query, params
+
+
+def _prepare_vector(
+    conn: psycopg.Connection[Any], query: SearchQuery, filters: SearchFilters, candidates: int
+) -> tuple[sql.Composed, dict[str, Any]]:
+    if query.vector is None:
+        raise ValueError("vector search needs the query's vector")
+    # Settings last until the end of the caller's transaction only.
+    conn.execute(
+        "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+        (str(min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, candidates))),),
+    )
+    sql_query, params = _nearest_query(query.model, query.dim, filters)
+    params.update(query=query.vector, candidates=candidates)
+    return sql_query, params
+
+
+def vector_candidates(
+    conn: psycopg.Connection[Any], query: SearchQuery, filters: SearchFilters, *, candidates: int, k: int
+) -> list[Candidate]:
+    """Messages and summaries by their closest chunk, closest first.
+
+    ``candidates`` chunks are scanned; when they merge into fewer than ``k``
+    texts (one long message can fill the list with its chunks) and more
+    chunks exist, the scan is repeated four times longer.
+    """
+    while True:
+        sql_query, params = _prepare_vector(conn, query, filters, candidates)
+        rows = conn.execute(sql_query, params).fetchall()
+        scanned = int(rows[0][5]) if rows else 0
+        if len(rows) >= k or scanned < candidates or candidates >= MAX_VECTOR_CANDIDATES:
+            return [
+                Candidate(kind, int(ref_id), float(score), start, end) for kind, ref_id, score, start, end, _ in rows
+            ]
+        candidates = min(MAX_VECTOR_CANDIDATES, candidates * 4)
 
 
 def explain(
     conn: psycopg.Connection[Any], embedder: Embedder, text: str, *, k: int = 10, filters: SearchFilters | None = None
 ) -> str:
-    """The plan of exactly the query :func:`search` runs."""
-    query, params = _prepare(conn, embedder, text, k, filters or SearchFilters())
-    rows = conn.execute(sql.SQL("EXPLAIN ") + query, params).fetchall()
+    """The plan of the vector candidate query :func:`search` runs."""
+    query = SearchQuery(text, embedder.encode([text])[0], embedder.name, embedder.dim)
+    return explain_query(conn, query, k=k, filters=filters)
+
+
+def explain_query(
+    conn: psycopg.Connection[Any], query: SearchQuery, *, k: int = 10, filters: SearchFilters | None = None
+) -> str:
+    """:func:`explain` with the query already embedded."""
+    sql_query, params = _prepare_vector(conn, query, filters or SearchFilters(), max(40, 4 * k))
+    rows = conn.execute(sql.SQL("EXPLAIN ") + sql_query, params).fetchall()
     return "\n".join(row[0] for row in rows)
 
 
-def _prepare(
-    conn: psycopg.Connection[Any], embedder: Embedder, text: str, k: int, filters: SearchFilters
-) -> tuple[sql.Composed, dict[str, Any]]:
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    vector = embedder.encode([text])[0]
-    candidates = max(40, k * 4)
-    # Settings last until the end of the caller's transaction only.
-    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, candidates)),))
-    conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-    query, params = _nearest_query(embedder.name, embedder.dim, filters)
-    params.update(query=vector, candidates=candidates, k=k)
-    return query, params
+# --- text ---------------------------------------------------------------------
+
+# The lexemes found in more than %(rows)s rows of messages and summaries,
+# estimated from the planner's most-common-element statistics of the tsvector
+# columns (kept by ANALYZE and autovacuum; a lexeme absent from them is rarer
+# than any listed).  Reading them costs milliseconds, so they are kept for
+# COMMON_TTL_S per database.
+_COMMON_SQL = """
+SELECT u.elem
+FROM pg_stats AS st
+JOIN pg_class AS c ON c.oid = format('%%I.%%I', st.schemaname, st.tablename)::regclass
+CROSS JOIN LATERAL unnest(st.most_common_elems::text::text[], st.most_common_elem_freqs) AS u(elem, freq)
+WHERE st.schemaname = current_schema() AND st.tablename IN ('messages', 'summaries') AND st.attname = 'tsv'
+GROUP BY u.elem
+HAVING sum(u.freq * greatest(c.reltuples, 0)) > %(rows)s
+"""
+COMMON_TTL_S = 300.0
+_common_cache: dict[tuple[str, ...], tuple[float, frozenset[str]]] = {}
+
+
+def common_lexemes(conn: psycopg.Connection[Any]) -> frozenset[str]:
+    """The lexemes too common to select text candidates by themselves (see TEXT_COMMON_ROWS)."""
+    info = conn.info
+    key = (info.host, str(info.port), info.dbname, info.user)
+    now = time.monotonic()
+    cached = _common_cache.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    common = frozenset(row[0] for row in conn.execute(_COMMON_SQL, {"rows": TEXT_COMMON_ROWS}))
+    _common_cache[key] = (now + COMMON_TTL_S, common)
+    return common
+
+
+def _tsquery_or(lexemes: Sequence[str]) -> str:
+    """A tsquery matching any of ``lexemes``, taken as they are (no second normalisation)."""
+    return " | ".join("'" + lex.replace("\\", "\\\\").replace("'", "''") + "'" for lex in lexemes)
+
+
+@dataclass(frozen=True, slots=True)
+class TextQuery:
+    """The query's words as the full-text index sees them."""
+
+    text: str
+    lexemes: tuple[str, ...]  # every lexeme, both stemmings, stop words dropped
+    selective: tuple[str, ...]  # those found in at most TEXT_COMMON_ROWS rows
+
+    @property
+    def any_word(self) -> str:
+        """The tsquery that ranks: any of the words."""
+        return _tsquery_or(self.lexemes)
+
+
+def text_query(conn: psycopg.Connection[Any], text: str) -> TextQuery:
+    """The query's lexemes, as both configurations of sql/002_fulltext.sql reduce them."""
+    row = conn.execute(
+        "SELECT array(SELECT DISTINCT lexeme FROM unnest(tsvector_to_array("
+        "to_tsvector('memoryd_en', %(text)s) || to_tsvector('memoryd_fr', %(text)s))) AS lexeme ORDER BY lexeme)",
+        {"text": text},
+    ).fetchone()
+    lexemes = tuple(row[0]) if row else ()
+    common = common_lexemes(conn) if lexemes else frozenset()
+    return TextQuery(text, lexemes, tuple(lex for lex in lexemes if lex not in common))
+
+
+def text_candidates(
+    conn: psycopg.Connection[Any], query: TextQuery, filters: SearchFilters, *, candidates: int
+) -> list[Candidate]:
+    """Messages and summaries by ``ts_rank`` of the query's words, best first.
+
+    Rows are selected by the query's selective words (any of them); when all
+    its words are common, by all of them together (in English or in French
+    stemming).  They are ranked by all the words, the rank divided by one plus
+    the log of the text's length so a long text does not win by size alone.
+    At most TEXT_SCAN_LIMIT rows of each table are ranked.
+    """
+    if not query.lexemes:
+        return []
+    params: dict[str, Any] = {
+        "text": query.text,
+        "rank_q": query.any_word,
+        "scan": TEXT_SCAN_LIMIT,
+        "candidates": candidates,
+    }
+    if query.selective:
+        match = sql.SQL("%(match_q)s::tsquery")
+        params["match_q"] = _tsquery_or(query.selective)
+    else:
+        match = sql.SQL("(plainto_tsquery('memoryd_en', %(text)s) || plainto_tsquery('memoryd_fr', %(text)s))")
+    parts: list[sql.Composable] = []
+    kind = filters.effective_kind
+    for part_kind, table in (("message", "messages"), ("summary", "summaries")):
+        if kind not in (None, part_kind):
+            continue
+        alias = sql.Identifier(table[0])
+        conditions, extra = _conversation_conditions(filters, sql.SQL("{}.conversation_id").format(alias))
+        params.update(extra)
+        conditions.insert(0, sql.SQL("{}.tsv @@ {}").format(alias, match))
+        if part_kind == "message" and filters.role is not None:
+            conditions.append(sql.SQL("m.role = %(role)s"))
+            params["role"] = filters.role
+        if part_kind == "summary" and filters.level is not None:
+            conditions.append(sql.SQL("s.level = %(level)s"))
+            params["level"] = filters.level
+        parts.append(
+            sql.SQL(
+                "SELECT {kind} AS kind, x.id, ts_rank(x.tsv, %(rank_q)s::tsquery, 1) AS rank FROM"
+                " (SELECT {alias}.id, {alias}.tsv FROM {table} AS {alias} WHERE {conditions} LIMIT %(scan)s) AS x"
+            ).format(
+                kind=sql.Literal(part_kind),
+                alias=alias,
+                table=sql.Identifier(table),
+                conditions=sql.SQL(" AND ").join(conditions),
+            )
+        )
+    union = sql.SQL(" UNION ALL ").join(parts)
+    statement = sql.SQL("SELECT kind, id, rank FROM ({}) AS t ORDER BY rank DESC, kind, id LIMIT %(candidates)s")
+    rows = conn.execute(statement.format(union), params)
+    return [Candidate(kind, int(ref_id), float(rank)) for kind, ref_id, rank in rows]
+
+
+# --- hits ---------------------------------------------------------------------
+
+
+def _hits(conn: psycopg.Connection[Any], picks: Sequence[Fused], text: str, words: TextQuery | None) -> list[SearchHit]:
+    """The context of each pick: conversation, role or level, and a snippet.
+
+    A pick found better by meaning shows its best chunk; one found better by
+    words, the passage of its text (its first HEADLINE_CHARS) where the words
+    are.
+    """
+    if not picks:
+        return []
+    chunks = [_shown_chunk(p) for p in picks]
+    rows = conn.execute(
+        "SELECT p.n, c.slug, c.title, c.created_date, m.role, s.level, COALESCE(m.seq, (s.covers->>0)::int),"
+        " CASE WHEN p.chunk_start IS NOT NULL"
+        "  THEN substr(COALESCE(m.content, s.content), p.chunk_start + 1, p.chunk_end - p.chunk_start)"
+        "  ELSE ts_headline('memoryd_en', left(COALESCE(m.content, s.content), %(headline)s), %(words)s::tsquery,"
+        '   \'MinWords=30, MaxWords=50, StartSel="", StopSel=""\') END'
+        " FROM unnest(%(kinds)s::text[], %(ids)s::bigint[], %(starts)s::int[], %(ends)s::int[])"
+        "  WITH ORDINALITY AS p(kind, ref_id, chunk_start, chunk_end, n)"
+        " LEFT JOIN messages AS m ON p.kind = 'message' AND m.id = p.ref_id"
+        " LEFT JOIN summaries AS s ON p.kind = 'summary' AND s.id = p.ref_id"
+        " JOIN conversations AS c ON c.id = COALESCE(m.conversation_id, s.conversation_id)"
+        " ORDER BY p.n",
+        {
+            "headline": HEADLINE_CHARS,
+            "words": words.any_word if words is not None and words.lexemes else None,
+            "kinds": [p.kind for p in picks],
+            "ids": [p.ref_id for p in picks],
+            "starts": [c[0] if c else None for c in chunks],
+            "ends": [c[1] if c else None for c in chunks],
+        },
+    ).fetchall()
+    hits: list[SearchHit] = []
+    for n, slug, title, created, role, level, seq, passage in rows:
+        pick = picks[n - 1]  # a row deleted since the candidates were read is simply absent
+        hits.append(
+            SearchHit(
+                score=pick.score,
+                kind=pick.kind,
+                slug=slug,
+                title=title,
+                created_date=created,
+                role=role,
+                level=level,
+                seq=seq,
+                ref_id=pick.ref_id,
+                snippet=_snippet(passage or "", text),
+                vector_rank=pick.ranks.get("vector"),
+                text_rank=pick.ranks.get("text"),
+            )
+        )
+    return hits
+
+
+def _shown_chunk(pick: Fused) -> tuple[int, int] | None:
+    """The chunk to show, or None for the passage where the words are: whichever list ranked the pick better."""
+    text_rank, vector_rank = pick.ranks.get("text"), pick.ranks.get("vector")
+    if text_rank is not None and (vector_rank is None or text_rank < vector_rank):
+        return None
+    return pick.chunk
 
 
 _WORD = re.compile(r"\w{3,}")

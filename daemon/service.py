@@ -194,6 +194,9 @@ class Daemon:
 
     def _reconcile(self, syncer: Syncer) -> None:
         report = syncer.reconcile(should_stop=lambda: self.stopping, progress=lambda *_: self.notifier.heartbeat())
+        pruned = self.db.run(store.prune_vector_cache)
+        if pruned:
+            log.info("vector_cache_pruned", vectors=pruned)
         # Also when nothing was written: whatever a crash left pending is picked up.
         self._embed_wanted.set()
         log.debug("reconcile_done", wrote=report.wrote)

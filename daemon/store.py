@@ -55,10 +55,89 @@ class SlugChanges:
         )
 
 
+def _slug_lock_key(slug: str) -> int:
+    return int.from_bytes(hashlib.sha256(slug.encode()).digest()[:8], "big", signed=True)
+
+
 def lock_slug(conn: psycopg.Connection[Any], slug: str) -> None:
     """Serialise every writer of one slug (daemon, one-shot ingest) until commit."""
-    key = int.from_bytes(hashlib.sha256(slug.encode()).digest()[:8], "big", signed=True)
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_slug_lock_key(slug),))
+
+
+@dataclass(frozen=True, slots=True)
+class NewSlug:
+    """A slug seen for the first time, parsed without any problem: bulk-insertable."""
+
+    conversation: Conversation
+    summaries: list[Summary]
+    conversation_fp: str | None
+    summaries_fp: str | None
+
+
+def insert_new_slugs(conn: psycopg.Connection[Any], items: Sequence[NewSlug]) -> list[str]:
+    """Insert many never-seen slugs with binary COPY: the first load of a large tree.
+
+    Locks every slug first (in a fixed order, so two writers cannot deadlock),
+    then skips any that another writer stored meanwhile; those are returned
+    absent from the result and go through the per-slug path.  Conversation
+    ids are reserved from the identity sequence so that messages and
+    summaries can be copied in the same pass.
+    """
+    if not items:
+        return []
+    keys = sorted({_slug_lock_key(item.conversation.slug) for item in items})
+    conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,))
+    existing = {
+        row[0]
+        for row in conn.execute(
+            "SELECT slug FROM conversations WHERE slug = ANY(%(s)s) UNION SELECT slug FROM folder_state"
+            " WHERE slug = ANY(%(s)s)",
+            {"s": [item.conversation.slug for item in items]},
+        )
+    }
+    fresh = [item for item in items if item.conversation.slug not in existing]
+    if not fresh:
+        return []
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT nextval(pg_get_serial_sequence('conversations', 'id')) FROM generate_series(1, %s)", (len(fresh),)
+        )
+    ]
+    with conn.cursor() as cur:
+        # COPY writes identity columns as given (like OVERRIDING SYSTEM VALUE).
+        with cur.copy(
+            "COPY conversations (id, slug, title, created_date, tags, total_chars, total_lines, source_path,"
+            " source_format, content_hash) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "text", "text", "date", "text[]", "int8", "int8", "text", "text", "text"])
+            for conv_id, item in zip(ids, fresh, strict=True):
+                c = item.conversation
+                copy.write_row(
+                    (
+                        conv_id,
+                        c.slug,
+                        c.title,
+                        c.created_date,
+                        list(c.tags),
+                        c.total_chars,
+                        c.total_lines,
+                        str(c.source_path),
+                        c.source_format,
+                        c.source_hash,
+                    )
+                )
+        _copy_messages(
+            cur, ((cid, m) for cid, item in zip(ids, fresh, strict=True) for m in item.conversation.messages)
+        )
+        _copy_summaries(cur, ((cid, s) for cid, item in zip(ids, fresh, strict=True) for s in item.summaries))
+        with cur.copy(
+            "COPY folder_state (slug, conversation_fingerprint, summaries_fingerprint) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["text", "text", "text"])
+            for item in fresh:
+                copy.write_row((item.conversation.slug, item.conversation_fp, item.summaries_fp))
+    return [item.conversation.slug for item in fresh]
 
 
 # --- conversations and messages -------------------------------------------
@@ -184,16 +263,45 @@ def _sync_messages(
             ),
         )
     if plan.insert:
-        with (
-            conn.cursor() as cur,
-            cur.copy("COPY messages (conversation_id, seq, role, ts, content, content_hash) FROM STDIN") as copy,
-        ):
-            for m in plan.insert:
-                copy.write_row((conv_id, m.seq, m.role, m.ts, m.content, m.content_hash))
+        with conn.cursor() as cur:
+            _copy_messages(cur, ((conv_id, m) for m in plan.insert))
     changes.messages_deleted += len(plan.delete)
     changes.messages_inserted += len(plan.insert)
     changes.messages_moved += plan.moved
     changes.messages_updated += len(plan.update) - plan.moved
+
+
+def _copy_messages(cur: psycopg.Cursor[Any], rows: Iterable[tuple[int, Message]]) -> None:
+    """Binary COPY of new messages: the one way messages are inserted."""
+    with cur.copy(
+        "COPY messages (conversation_id, seq, role, ts, content, content_hash) FROM STDIN WITH (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int8", "int4", "text", "text", "text", "text"])
+        for conv_id, m in rows:
+            copy.write_row((conv_id, m.seq, m.role, m.ts, m.content, m.content_hash))
+
+
+def _copy_summaries(cur: psycopg.Cursor[Any], rows: Iterable[tuple[int, Summary]]) -> None:
+    """Binary COPY of new summaries: the one way summaries are inserted."""
+    with cur.copy(
+        "COPY summaries (conversation_id, level, key, covers, content, char_count, topics, content_hash,"
+        " source_path) FROM STDIN WITH (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int8", "int4", "text", "jsonb", "text", "int4", "text[]", "text", "text"])
+        for conv_id, s in rows:
+            copy.write_row(
+                (
+                    conv_id,
+                    s.level,
+                    s.key,
+                    Jsonb(list(s.covers)),
+                    s.content,
+                    len(s.content),
+                    list(s.topics),
+                    s.content_hash,
+                    str(s.source_path),
+                )
+            )
 
 
 def conversation_id(conn: psycopg.Connection[Any], slug: str) -> int | None:
@@ -258,24 +366,7 @@ def sync_summaries(
     inserts = [s for ident, s in wanted.items() if ident not in seen]
     if inserts:
         with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO summaries (conversation_id, level, key, covers, content, char_count, topics,"
-                " content_hash, source_path) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        conv_id,
-                        s.level,
-                        s.key,
-                        Jsonb(list(s.covers)),
-                        s.content,
-                        len(s.content),
-                        list(s.topics),
-                        s.content_hash,
-                        str(s.source_path),
-                    )
-                    for s in inserts
-                ],
-            )
+            _copy_summaries(cur, ((conv_id, summary) for summary in inserts))
         changes.summaries_inserted += len(inserts)
 
 
@@ -428,6 +519,51 @@ def write_embeddings(conn: psycopg.Connection[Any], model: str, rows: Iterable[C
     return count
 
 
+def reusable_vectors(
+    conn: psycopg.Connection[Any], model: str, texts: Sequence[PendingText]
+) -> dict[str, list[tuple[int, int, int, Any]]]:
+    """Vectors already computed for these contents: content_hash -> [(chunk, start, end, vector)].
+
+    Looked up among live embeddings first (the same text elsewhere), then in
+    ``vector_cache`` (texts deleted recently, e.g. a slug renamed).  Only
+    complete chunk sets are returned: chunks 0..n-1, the first starting at 0
+    and the last ending at the end of the text.
+    """
+    lengths = {t.content_hash: len(t.content) for t in texts}
+    if not lengths:
+        return {}
+    rows = conn.execute(
+        "SELECT 0 AS source, content_hash, chunk, chunk_start, chunk_end, vector FROM ("
+        " SELECT DISTINCT ON (content_hash, chunk) content_hash, chunk, chunk_start, chunk_end, vector"
+        " FROM embeddings WHERE model = %(model)s AND content_hash = ANY(%(hashes)s)"
+        " ORDER BY content_hash, chunk, id) AS live"
+        " UNION ALL SELECT 1, content_hash, chunk, chunk_start, chunk_end, vector FROM vector_cache"
+        " WHERE model = %(model)s AND content_hash = ANY(%(hashes)s)",
+        {"model": model, "hashes": list(lengths)},
+    ).fetchall()
+    sets: dict[tuple[int, str], list[tuple[int, int, int, Any]]] = defaultdict(list)
+    for source, chash, chunk, start, end, vector in rows:
+        sets[(source, chash)].append((chunk, start, end, vector))
+    found: dict[str, list[tuple[int, int, int, Any]]] = {}
+    for (_, chash), chunks in sorted(sets.items()):  # live (0) before cached (1)
+        if chash in found:
+            continue
+        chunks.sort()
+        complete = (
+            [c[0] for c in chunks] == list(range(len(chunks))) and chunks[0][1] == 0 and chunks[-1][2] == lengths[chash]
+        )
+        if complete:
+            found[chash] = chunks
+    return found
+
+
+def prune_vector_cache(conn: psycopg.Connection[Any], *, older_than_days: int = 30) -> int:
+    """Forget cached vectors of texts deleted long ago."""
+    return conn.execute(
+        "DELETE FROM vector_cache WHERE cached_at < now() - make_interval(days => %s)", (older_than_days,)
+    ).rowcount
+
+
 def hnsw_index_name(model: str) -> str:
     """A stable, valid identifier for a model's index (model names hold / and -)."""
     return "embeddings_hnsw_" + hashlib.sha256(model.encode()).hexdigest()[:12]
@@ -438,13 +574,24 @@ def ensure_vector_index(conn: psycopg.Connection[Any], model: str, dim: int) -> 
 
     DDL takes no bind parameters, so the model name and dimension are quoted
     as literals by psycopg's ``sql`` module, never formatted into the string.
+    ``ef_construction = 128`` (pgvector's default is 64): at 200,000 chunks
+    the default graph gave a recall@10 of 0.94 against exact search, this one
+    0.99, for about 1.5 times the build time (bench/search.py).
     """
     conn.execute(
         sql.SQL(
             "CREATE INDEX IF NOT EXISTS {name} ON embeddings USING hnsw ((vector::vector({dim})) vector_cosine_ops)"
-            " WHERE model = {model}"
+            " WITH (m = 16, ef_construction = 128) WHERE model = {model}"
         ).format(name=sql.Identifier(hnsw_index_name(model)), dim=sql.Literal(dim), model=sql.Literal(model))
     )
+
+
+def drop_vector_index(conn: psycopg.Connection[Any], model: str) -> None:
+    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(hnsw_index_name(model))))
+
+
+def has_embeddings(conn: psycopg.Connection[Any], model: str) -> bool:
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM embeddings WHERE model = %s)", (model,)).fetchone() == (True,)
 
 
 # --- status -----------------------------------------------------------------

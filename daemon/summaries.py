@@ -4,6 +4,12 @@ Pure, like ``parse.py``.  Results are per file because a file is the unit
 that is edited: one bad file (or one bad line of a ``.jsonl``) turns that
 whole file into an error, which lets the store keep the summaries it already
 holds from that file while the folder's other files go on being synced.
+
+Unlike transcripts, summary files are decoded strictly as UTF-8: tools write
+them, so bytes that are not UTF-8 mean a damaged file, and an error (which
+keeps the file's stored summaries) is safer than storing a repaired guess.
+Symlinks follow the same rule as in ``parse.py``: never out of the watched
+folder, loops refused.
 """
 
 from __future__ import annotations
@@ -14,7 +20,16 @@ from pathlib import Path
 
 from daemon.errors import ParseError
 from daemon.models import Summary, clean_text
-from daemon.parse import Fail, is_ignored_name, load_json, read_text, short_repr
+from daemon.parse import (
+    Fail,
+    is_file_or_link,
+    is_ignored_name,
+    load_json,
+    read_text,
+    readable_file,
+    resolve_link,
+    short_repr,
+)
 
 SUMMARY_SUFFIXES = (".json", ".jsonl")
 
@@ -29,7 +44,11 @@ class _Located:
 
 
 def summary_files(folder: Path) -> list[Path]:
-    """The folder's summary files, sorted; a missing folder simply holds none."""
+    """The folder's summary files, sorted; a missing folder simply holds none.
+
+    Symlinks are listed whatever they point to, so that one leading out of
+    the watched folder, dangling or looping becomes that file's error.
+    """
     try:
         if not folder.exists():
             return []
@@ -38,23 +57,28 @@ def summary_files(folder: Path) -> list[Path]:
         return [
             path
             for path in sorted(folder.iterdir())
-            if path.suffix.lower() in SUMMARY_SUFFIXES and not is_ignored_name(path.name) and path.is_file()
+            if path.suffix.lower() in SUMMARY_SUFFIXES and not is_ignored_name(path.name) and is_file_or_link(path)
         ]
     except OSError as exc:
         raise ParseError(folder, f"cannot list: {exc.strerror or exc}") from exc
 
 
-def parse_summary_folder(folder: Path) -> dict[Path, list[Summary] | ParseError]:
+def parse_summary_folder(folder: Path, *, root: Path | None = None) -> dict[Path, list[Summary] | ParseError]:
     """Every summary file of a folder, each with its summaries or the error that stopped it.
 
     A (level, key) already taken by an earlier file (in sorted order) makes the
     later file the error, so which one wins does not depend on timing.
+    ``root`` is the watched folder (default: the folder's parent); no symlink
+    is followed out of it.
     """
+    root = folder.parent if root is None else root
+    if folder.is_symlink():
+        resolve_link(folder, root)  # a loop or a link out of the root: the whole folder is in error
     results: dict[Path, list[Summary] | ParseError] = {}
     taken: dict[tuple[int, str], str] = {}
     for path in summary_files(folder):
         try:
-            located = _parse_file(path)
+            located = _parse_file(path, root)
             _check_unique(path, located, taken)
         except ParseError as exc:
             results[path] = exc
@@ -64,9 +88,9 @@ def parse_summary_folder(folder: Path) -> dict[Path, list[Summary] | ParseError]
     return results
 
 
-def parse_summary_file(path: Path) -> list[Summary]:
-    """The summaries of one file, duplicates within it refused."""
-    located = _parse_file(path)
+def parse_summary_file(path: Path, *, root: Path | None = None) -> list[Summary]:
+    """The summaries of one file, duplicates within it refused; ``root`` as for ``parse_summary_folder``."""
+    located = _parse_file(path, path.parent.parent if root is None else root)
     _check_unique(path, located, {})
     return [item.summary for item in located]
 
@@ -86,12 +110,14 @@ def _check_unique(path: Path, located: Sequence[_Located], taken: dict[tuple[int
         own[identity] = item.where
 
 
-def _parse_file(path: Path) -> list[_Located]:
+def _parse_file(path: Path, root: Path) -> list[_Located]:
     try:
         stem = path.stem
         stem.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ParseError(path, "file name is not valid UTF-8") from exc
+    if not readable_file(path, root):
+        raise ParseError(path, "not a regular file")
     if path.suffix.lower() == ".jsonl":
         return _parse_jsonl(path, stem)
     return _parse_json(path, stem)

@@ -31,6 +31,9 @@ from daemon.summaries import parse_summary_folder
 
 log = structlog.get_logger(__name__)
 
+# New slugs inserted per transaction during a large first import.
+BULK_BATCH = 500
+
 
 def is_slug_name(name: str) -> bool:
     """Hidden folders (``.git``, a tool's ``.staging``) are never conversations."""
@@ -62,6 +65,27 @@ def fingerprint(folder: Path) -> str | None:
 
 
 @dataclass
+class SlugInput:
+    """Everything read from disk for one slug, before any database work."""
+
+    slug: str
+    conv_fp: str | None
+    sum_fp: str | None
+    conversation: Conversation | None = None
+    conv_failed: bool = False
+    # None: the summaries folder exists but cannot be listed.
+    summaries: dict[Path, list[Summary] | ParseError] | None = field(default_factory=dict)
+    problems: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def as_new_slug(self) -> store.NewSlug | None:
+        """The bulk-insert form, when the slug parsed without any problem."""
+        if self.conversation is None or self.problems or self.summaries is None or _db_text(self.slug) != self.slug:
+            return None
+        summaries = [s for result in self.summaries.values() if not isinstance(result, ParseError) for s in result]
+        return store.NewSlug(self.conversation, summaries, self.conv_fp, self.sum_fp)
+
+
+@dataclass
 class ReconcileReport:
     checked: int = 0
     synced: int = 0
@@ -82,80 +106,65 @@ class Syncer:
 
     # -- one slug ------------------------------------------------------------
 
-    def sync_slug(self, slug: str) -> store.SlugChanges:
-        """Make the database match ``conversations/<slug>`` and ``summaries/<slug>``."""
-        started = time.monotonic()
-        conv_dir = self.conversations_dir / slug
-        sum_dir = self.summaries_dir / slug
+    def read_slug(self, slug: str) -> SlugInput:
+        """Everything the database needs about a slug, read from disk (no database work)."""
         # Fingerprints first: a file changed while we parse makes the next
         # reconcile see a difference, never the reverse.
-        conv_fp = fingerprint(conv_dir)
-        sum_fp = fingerprint(sum_dir)
-        conversation: Conversation | None = None
-        problems: dict[str, tuple[str, str]] = {}
-        conv_failed = False
-        if conv_fp is not None:
+        conv_dir = self.conversations_dir / slug
+        sum_dir = self.summaries_dir / slug
+        inp = SlugInput(slug, fingerprint(conv_dir), fingerprint(sum_dir))
+        if inp.conv_fp is not None:
             try:
-                conversation = parse_conversation(conv_dir)
+                inp.conversation = parse_conversation(conv_dir)
             except ParseError as exc:
-                conv_failed = True
-                problems[str(exc.path)] = ("error", _reason(exc))
+                inp.conv_failed = True
+                inp.problems[_db_text(str(exc.path))] = ("error", _reason(exc))
             else:
-                if conversation.warnings:
-                    problems[str(conversation.source_path)] = ("warning", "; ".join(conversation.warnings))
-        parsed_summaries: dict[Path, list[Summary] | ParseError] | None = {}
-        if sum_fp is not None:
+                if inp.conversation.warnings:
+                    inp.problems[_db_text(str(inp.conversation.source_path))] = (
+                        "warning",
+                        "; ".join(inp.conversation.warnings),
+                    )
+        if inp.sum_fp is not None:
             try:
-                parsed_summaries = parse_summary_folder(sum_dir)
+                inp.summaries = parse_summary_folder(sum_dir)
             except ParseError as exc:  # the folder itself is unreadable: keep every stored summary
-                parsed_summaries = None
-                problems[str(exc.path)] = ("error", _reason(exc))
+                inp.summaries = None
+                inp.problems[_db_text(str(exc.path))] = ("error", _reason(exc))
             else:
-                for summary_path, result in parsed_summaries.items():
+                for summary_path, result in inp.summaries.items():
                     if isinstance(result, ParseError):
-                        problems[str(summary_path)] = ("error", _reason(result))
+                        inp.problems[_db_text(str(summary_path))] = ("error", _reason(result))
+        return inp
 
-        changes, fresh = self.db.run(
-            self._store_slug,
-            slug,
-            conversation,
-            conv_failed,
-            parsed_summaries,
-            sum_fp is not None,
-            problems,
-            conv_fp,
-            sum_fp,
-        )
+    def sync_slug(self, slug: str) -> store.SlugChanges:
+        """Make the database match ``conversations/<slug>`` and ``summaries/<slug>``."""
+        return self._sync_input(self.read_slug(slug), time.monotonic())
+
+    def _sync_input(self, inp: SlugInput, started: float) -> store.SlugChanges:
+        if _db_text(inp.slug) != inp.slug:  # the slug is the database key: it must be text
+            raise ParseError(self.conversations_dir / inp.slug, "folder name is not valid UTF-8: rename it")
+        changes, fresh = self.db.run(self._store_slug, inp)
         for path in fresh:
-            severity, message = problems[path]
+            severity, message = inp.problems[path]
             (log.error if severity == "error" else log.warning)(
-                f"ingest_{severity}", slug=slug, path=path, error=message
+                f"ingest_{severity}", slug=inp.slug, path=path, error=message
             )
         fields: dict[str, Any] = {k: v for k, v in vars(changes).items() if v and k != "errors"}
         if changes.wrote:
-            log.info("slug_stored", slug=slug, seconds=round(time.monotonic() - started, 3), **fields)
+            log.info("slug_stored", slug=inp.slug, seconds=round(time.monotonic() - started, 3), **fields)
         else:
-            log.debug("slug_unchanged", slug=slug, **fields)
+            log.debug("slug_unchanged", slug=inp.slug, **fields)
         return changes
 
-    def _store_slug(
-        self,
-        conn: psycopg.Connection[Any],
-        slug: str,
-        conversation: Conversation | None,
-        conv_failed: bool,
-        parsed_summaries: dict[Path, list[Summary] | ParseError] | None,
-        summaries_present: bool,
-        problems: dict[str, tuple[str, str]],
-        conv_fp: str | None,
-        sum_fp: str | None,
-    ) -> tuple[store.SlugChanges, list[str]]:
+    def _store_slug(self, conn: psycopg.Connection[Any], inp: SlugInput) -> tuple[store.SlugChanges, list[str]]:
         changes = store.SlugChanges()
+        slug = inp.slug
         store.lock_slug(conn, slug)
         conv_id: int | None
-        if conversation is not None:
-            conv_id = store.upsert_conversation(conn, conversation, changes)
-        elif conv_failed:
+        if inp.conversation is not None:
+            conv_id = store.upsert_conversation(conn, inp.conversation, changes)
+        elif inp.conv_failed:
             conv_id = store.conversation_id(conn, slug)  # the stored version stays
             changes.conversation = "failed"
         elif self.on_delete == "delete":
@@ -165,15 +174,15 @@ class Syncer:
         else:
             conv_id = store.conversation_id(conn, slug)
             changes.conversation = "kept" if conv_id is not None else "absent"
-        if parsed_summaries is None:
+        if inp.summaries is None:
             pass  # unreadable summaries folder: nothing to compare with, so nothing changes
         elif conv_id is None:
-            changes.summaries_waiting = sum(len(r) for r in parsed_summaries.values() if not isinstance(r, ParseError))
-        elif summaries_present or self.on_delete == "delete":
-            store.sync_summaries(conn, conv_id, parsed_summaries, changes)
-        fresh = store.record_problems(conn, slug, problems)
-        store.record_folder_state(conn, slug, conv_fp, sum_fp)
-        changes.errors = sorted(problems)
+            changes.summaries_waiting = sum(len(r) for r in inp.summaries.values() if not isinstance(r, ParseError))
+        elif inp.sum_fp is not None or self.on_delete == "delete":
+            store.sync_summaries(conn, conv_id, inp.summaries, changes)
+        fresh = store.record_problems(conn, slug, inp.problems)
+        store.record_folder_state(conn, slug, inp.conv_fp, inp.sum_fp)
+        changes.errors = sorted(inp.problems)
         return changes, fresh
 
     # -- whole tree ----------------------------------------------------------
@@ -198,22 +207,31 @@ class Syncer:
         return sorted(slugs)
 
     def slugs_to_sync(self, *, force: bool = False) -> list[str]:
-        """Slugs whose folders differ from what the database saw at their last sync.
+        """Slugs whose folders differ from what the database saw at their last sync."""
+        return self._plan(force=force, slugs=None)[0]
+
+    def _plan(self, *, force: bool, slugs: Iterable[str] | None) -> tuple[list[str], set[str]]:
+        """The slugs to sync, and which of them the database has never seen.
 
         A conversation whose folders are gone and that has no folder state
         (stored by an older run) is included when ``on_delete = "delete"``.
         """
-        on_disk = self.disk_slugs()
         known, stored = self.db.run(_known_slugs)
-        candidates = set(on_disk) | set(known)
-        if self.on_delete == "delete":
-            candidates |= stored
+        if slugs is not None:
+            todo = sorted(set(slugs))
+        else:
+            on_disk = self.disk_slugs()
+            candidates = set(on_disk) | set(known)
+            if self.on_delete == "delete":
+                candidates |= stored
 
-        def differs(slug: str) -> bool:
-            disk = on_disk.get(slug, (None, None))
-            return force or disk != known.get(slug, (None, None)) or (slug in stored and slug not in on_disk)
+            def differs(slug: str) -> bool:
+                disk = on_disk.get(slug, (None, None))
+                return force or disk != known.get(slug, (None, None)) or (slug in stored and slug not in on_disk)
 
-        return sorted(slug for slug in candidates if differs(slug))
+            todo = sorted(slug for slug in candidates if differs(slug))
+        new = {slug for slug in todo if slug not in known and slug not in stored}
+        return todo, new
 
     def disk_slugs(self) -> dict[str, tuple[str | None, str | None]]:
         """Every slug present in either root, with its two fingerprints."""
@@ -221,7 +239,8 @@ class Syncer:
         for root in (self.conversations_dir, self.summaries_dir):
             try:
                 with os.scandir(root) as it:
-                    names.update(e.name for e in it if is_slug_name(e.name) and e.is_dir(follow_symlinks=False))
+                    # A symlinked slug is parse's to judge (loops and links out of the root are recorded errors).
+                    names.update(e.name for e in it if is_slug_name(e.name) and (e.is_symlink() or e.is_dir()))
             except FileNotFoundError:
                 continue
         return {
@@ -237,29 +256,42 @@ class Syncer:
         should_stop: Callable[[], bool] = lambda: False,
         log_summary: bool = True,
     ) -> ReconcileReport:
-        """Sync every slug that changed (all of them with ``force``, or only ``slugs``)."""
+        """Sync every slug that changed (all of them with ``force``, or only ``slugs``).
+
+        Slugs the database has never seen are inserted in batches with binary
+        COPY (a first import of thousands of conversations); the others, and
+        any new slug with a problem, go through ``sync_slug`` one by one.
+        """
         started = time.monotonic()
         report = ReconcileReport()
-        todo = sorted(set(slugs)) if slugs is not None else self.slugs_to_sync(force=force)
+        todo, new = self._plan(force=force, slugs=slugs)
         report.checked = len(todo)
-        for n, slug in enumerate(todo, 1):
+        done = 0
+
+        def step() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, len(todo))
+
+        fresh = [slug for slug in todo if slug in new]
+        for first in range(0, len(fresh), BULK_BATCH):
             if should_stop():
                 break
-            try:
-                changes = self.sync_slug(slug)
-            except (DatabaseUnavailable, Cancelled):
-                raise
-            except (MemorydError, psycopg.Error, OSError, ValueError) as exc:
-                # One slug the database or the filesystem refuses must not stop the others.
-                report.failed += 1
-                report.failures.append(slug)
-                log.error("slug_failed", slug=slug, error=str(exc).strip().splitlines()[0] if str(exc) else repr(exc))
-                self._record_failure(slug, exc)
-            else:
-                report.synced += 1
-                report.wrote += int(changes.wrote)
-            if progress is not None:
-                progress(n, len(todo))
+            inputs = [self.read_slug(slug) for slug in fresh[first : first + BULK_BATCH]]
+            inserted = self._insert_new(inputs)
+            for inp in inputs:
+                if inp.slug in inserted:
+                    report.synced += 1
+                    report.wrote += 1
+                else:
+                    self._sync_guarded(inp, report)
+                step()
+        for slug in (s for s in todo if s not in new):
+            if should_stop():
+                break
+            self._sync_guarded(slug, report)
+            step()
         report.seconds = time.monotonic() - started
         (log.info if log_summary else log.debug)(
             "reconciled",
@@ -271,16 +303,66 @@ class Syncer:
         )
         return report
 
+    def _insert_new(self, inputs: list[SlugInput]) -> set[str]:
+        """Bulk-insert the new slugs that parsed cleanly; the slugs actually inserted."""
+        items = [item for item in (inp.as_new_slug() for inp in inputs) if item is not None]
+        if len(items) < 2:
+            return set()
+        started = time.monotonic()
+        try:
+            inserted = set(self.db.run(store.insert_new_slugs, items))
+        except (DatabaseUnavailable, Cancelled):
+            raise
+        except psycopg.Error as exc:  # e.g. one row the database refuses: fall back to slug by slug
+            log.warning("bulk_insert_failed", slugs=len(items), error=str(exc).strip().splitlines()[0])
+            return set()
+        seconds = round((time.monotonic() - started) / max(len(inserted), 1), 4)
+        for item in items:
+            if item.conversation.slug in inserted:
+                log.info(
+                    "slug_stored",
+                    slug=item.conversation.slug,
+                    conversation="inserted",
+                    messages_inserted=len(item.conversation.messages),
+                    summaries_inserted=len(item.summaries),
+                    seconds=seconds,
+                    bulk=True,
+                )
+        return inserted
+
+    def _sync_guarded(self, target: str | SlugInput, report: ReconcileReport) -> None:
+        """Sync one slug; a slug the database or the filesystem refuses does not stop the others."""
+        slug = target if isinstance(target, str) else target.slug
+        try:
+            inp = self.read_slug(target) if isinstance(target, str) else target
+            changes = self._sync_input(inp, time.monotonic())
+        except (DatabaseUnavailable, Cancelled):
+            raise
+        except (MemorydError, psycopg.Error, OSError, ValueError) as exc:
+            report.failed += 1
+            report.failures.append(slug)
+            log.error("slug_failed", slug=slug, error=str(exc).strip().splitlines()[0] if str(exc) else repr(exc))
+            self._record_failure(slug, exc)
+        else:
+            report.synced += 1
+            report.wrote += int(changes.wrote)
+
     def _record_failure(self, slug: str, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        message = _db_text(f"{type(exc).__name__}: {exc}".strip().splitlines()[0])
 
         def record(conn: psycopg.Connection[Any]) -> None:
-            store.record_problems(conn, slug, {str(self.conversations_dir / slug): ("error", message)})
+            path = _db_text(str(self.conversations_dir / slug))
+            store.record_problems(conn, _db_text(slug), {path: ("error", message)})
 
         try:
             self.db.run(record)
         except (MemorydError, psycopg.Error) as record_exc:
             log.error("error_not_recorded", slug=slug, error=str(record_exc))
+
+
+def _db_text(text: str) -> str:
+    """A name as database text: bytes of a file name that are not UTF-8 shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _reason(exc: ParseError) -> str:

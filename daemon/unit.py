@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from daemon.config import Config
+from daemon.embed import cache_root
 from daemon.errors import MemorydError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -46,7 +47,9 @@ def render_unit(config: Config) -> str:
     """The template with ExecStart, WorkingDirectory and ReadWritePaths for ``config``."""
     if config.source is None:
         raise MemorydError("the unit needs a configuration file to point at")
-    writable = ["%t"]
+    # %C is ~/.cache for a user unit: the embedder's ONNX export and precision choice live there.
+    cache_root().mkdir(parents=True, exist_ok=True)
+    writable = ["%t", "-%C/memoryd"]
     if not config.database.dsn:
         config.database.data_dir.mkdir(parents=True, exist_ok=True)
         writable.insert(0, "-" + _escape(str(config.database.data_dir)))

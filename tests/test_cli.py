@@ -32,7 +32,10 @@ from tests.conftest import TEMPLATE_DB, write_conversation, write_summaries
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 300
-HIT_FIELDS = {"score", "kind", "slug", "title", "created_date", "role", "level", "seq", "ref_id", "snippet"}
+HIT_FIELDS = {
+    *("score", "kind", "slug", "title", "created_date", "role", "level", "seq", "ref_id", "snippet"),
+    *("vector_rank", "text_rank"),
+}
 CONFIG_TOML = """\
 [paths]
 conversations = "conversations"
@@ -297,6 +300,19 @@ def test_search_role_returns_only_that_role(indexed: Indexed) -> None:
         if role == "assistant"
     }
     assert {(hit["slug"], hit["seq"]) for hit in hits} == expected
+
+
+def test_search_mode_text_needs_no_model(indexed: Indexed) -> None:
+    """`search --mode text` ranks by words without loading a model; hits carry a text rank and no vector rank."""
+    no_model = {"MEMORYD_EMBEDDING_MODEL": str(indexed.cli.root / "no-such-model")}
+    result = indexed.cli.run("search", "listening", "--mode", "text", "--json", env=no_model)
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert [(hit["slug"], hit["kind"], hit["seq"]) for hit in hits] == [(FIREWALL, "message", 1)]
+    assert hits[0]["text_rank"] == 1 and hits[0]["vector_rank"] is None
+    assert "listening" in hits[0]["snippet"]
+    nothing = indexed.cli.run("search", "xylophonic zeppelin", "--mode", "text", env=no_model)
+    assert (nothing.returncode, nothing.stdout) == (0, "no results\n")
 
 
 # -- errors --------------------------------------------------------------------

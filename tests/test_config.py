@@ -200,6 +200,18 @@ def test_empty_dsn_means_embedded(tmp_path: Path, text: str, environ: dict[str, 
         ("[embedding]\nchunk_tokens = 8\nchunk_overlap = 2\n", "[embedding] chunk_tokens must be >= 16"),
         ("[embedding]\nbatch_size = 0\n", "[embedding] batch_size must be >= 1"),
         ('[embedding]\ndevice = "tpu"\n', "[embedding] device must be auto, cpu, cuda[:N] or mps; got 'tpu'"),
+        (
+            '[embedding]\nprecision = "int4"\n',
+            "[embedding] precision must be one of auto, fp32, bf16, fp16, onnx-fp32, onnx-int8; got 'int4'",
+        ),
+        (
+            '[embedding]\nprecision = "onnx-int8"\ndevice = "cuda"\n',
+            "[embedding] precision onnx-int8 runs on the CPU: set device to auto or cpu",
+        ),
+        (
+            '[embedding]\nprecision = "fp16"\ndevice = "cpu"\n',
+            "[embedding] precision fp16 needs a GPU (device auto, cuda[:N] or mps); on a CPU use auto",
+        ),
         ("[watch]\ndebounce_ms = 2000\nmax_wait_ms = 1000\n", "[watch] debounce_ms must not exceed max_wait_ms"),
         ("[watch]\nrescan_interval_s = 0\n", "[watch] rescan_interval_s must be >= 1"),
     ],
@@ -218,6 +230,9 @@ def test_empty_dsn_means_embedded(tmp_path: Path, text: str, environ: dict[str, 
         "chunk-too-small",
         "batch-size-zero",
         "bad-device",
+        "bad-precision",
+        "onnx-on-gpu",
+        "fp16-on-cpu",
         "debounce-over-max-wait",
         "rescan-zero",
     ],
@@ -279,3 +294,9 @@ def test_memoryd_dsn_with_non_table_database_is_a_config_error(tmp_path: Path) -
     """MEMORYD_DSN with a file whose `database` is not a table is a ConfigError, not a TypeError."""
     path = write(tmp_path / "c.toml", 'database = "postgresql://u@h/db"\n')
     assert config_error(path, {"MEMORYD_DSN": "postgresql://env@h/db"}) == "[database] must be a table, not str"
+
+
+def test_precision_from_the_environment() -> None:
+    """MEMORYD_EMBEDDING_PRECISION picks the precision; the default is auto."""
+    assert load_config(None, {}).embedding.precision == "auto"
+    assert load_config(None, {"MEMORYD_EMBEDDING_PRECISION": "onnx-int8"}).embedding.precision == "onnx-int8"

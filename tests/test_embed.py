@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import structlog
 
-from daemon.config import Config
+from daemon.config import Config, EmbeddingConfig
 from daemon.db import Database
-from daemon.embed import Embedder, embed_pending
+from daemon.embed import Capabilities, Embedder, embed_pending, length_batches, precision_candidates
 from daemon.errors import EmbedError
 from daemon.store import count_pending
 from daemon.sync import Syncer
@@ -142,3 +144,120 @@ def test_embedding_without_source_is_impossible(db: Database, config: Config, em
             " dim, vector, content_hash) SELECT id, 'message', 999999, 0, 0, 1, 'm', 3, '[1,2,3]', 'h'"
             " FROM conversations"
         )
+
+
+# -- precision: the decision, the probe, sorted batching ------------------------
+
+AVX2 = frozenset({"avx2", "fma"})
+AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+
+
+@pytest.mark.parametrize(
+    ("precision", "caps", "expected"),
+    [
+        ("auto", Capabilities("cpu", AVX2), ["onnx-int8", "onnx-fp32"]),
+        ("auto", Capabilities("cpu", AMX), ["bf16", "onnx-int8", "onnx-fp32"]),
+        ("auto", Capabilities("cpu", AVX2, onnx_unavailable="not installed"), []),
+        ("auto", Capabilities("cuda", AVX2), ["fp16"]),
+        ("auto", Capabilities("cuda:1", AMX), ["fp16"]),
+        ("fp32", Capabilities("cuda", AMX), []),
+        ("bf16", Capabilities("cpu", AVX2), ["bf16"]),
+        ("onnx-int8", Capabilities("cpu", AVX2), ["onnx-int8"]),
+        ("onnx-int8", Capabilities("cuda", AVX2), []),
+        ("fp16", Capabilities("cpu", AMX), []),
+    ],
+    ids=[
+        "avx2-cpu",
+        "amx-cpu",
+        "no-onnxruntime",
+        "cuda",
+        "cuda-on-amx-host",
+        "fp32-forced",
+        "bf16-forced",
+        "int8-forced",
+        "onnx-on-gpu",
+        "fp16-on-cpu",
+    ],
+)
+def test_precision_candidates(precision: str, caps: Capabilities, expected: list[str]) -> None:
+    """The candidates follow the device and CPU flags: fp16 on CUDA, bf16 only with AMX/AVX-512 BF16, never fp32."""
+    candidates, skipped = precision_candidates(precision, caps)
+    assert candidates == expected
+    assert "fp32" not in candidates and "fp32" not in skipped
+    if precision not in ("auto", "fp32") and not candidates:
+        assert set(skipped) == {precision}  # a forced precision that cannot run says why
+
+
+def test_precision_candidates_say_why_bf16_is_skipped_on_avx2() -> None:
+    """On a CPU without AMX or AVX-512 BF16, "auto" does not try bf16, and says why."""
+    _, skipped = precision_candidates("auto", Capabilities("cpu", AVX2))
+    assert "AMX" in skipped["bf16"]
+
+
+def test_probe_failure_falls_back_to_fp32() -> None:
+    """A precision whose probe misses the cosine bar is not used: fp32 runs, and the fallback is logged."""
+    with structlog.testing.capture_logs() as logs:
+        embedder = Embedder(EmbeddingConfig(precision="onnx-int8"), probe_min_cosine=1.01)
+    assert embedder.precision == "fp32" and embedder.probe_cosine == 1.0
+    fallback = next(e for e in logs if e["event"] == "embed_precision_fallback")
+    assert fallback["precision"] == "onnx-int8" and 0.99 <= fallback["mean_cosine"] < 1.01
+    assert "below 1.01" in fallback["reason"]
+    loaded = next(e for e in logs if e["event"] == "model_loaded")
+    assert loaded["precision"] == "fp32" and loaded["probe_cosine"] == 1.0
+    assert loaded["candidates"]["onnx-int8"]["mean_cosine"] == fallback["mean_cosine"]
+    text = "a fallback still gives the plain model's vectors"
+    np.testing.assert_allclose(embedder.encode([text])[0], embedder.model.encode(text), atol=1e-5)
+
+
+def test_candidate_with_bad_vectors_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate that runs but gives wrong vectors fails the probe against the real fp32 model."""
+    rng = np.random.default_rng(0)
+
+    def broken(self: Embedder, precision: str, path: Path) -> Any:
+        return lambda ids, mask: rng.standard_normal((ids.shape[0], self.dim)).astype(np.float32)
+
+    monkeypatch.setattr(Embedder, "_make_backend", broken)
+    with structlog.testing.capture_logs() as logs:
+        embedder = Embedder(EmbeddingConfig(precision="bf16"))
+    assert embedder.precision == "fp32"
+    fallback = next(e for e in logs if e["event"] == "embed_precision_fallback")
+    assert fallback["precision"] == "bf16" and fallback["mean_cosine"] < 0.5
+
+
+def test_sorted_batches_return_vectors_in_input_order(embedder: Embedder) -> None:
+    """Texts of very different lengths, encoded in length-sorted batches, come back in their order, close to fp32."""
+    texts = [
+        "ok",
+        " ".join(f"Paragraphe {i} : l'agent résume la conversation d'hier." for i in range(30)),
+        "How do I search my notes by meaning?",
+        "",
+        " ".join(f"Sentence {i} about the storm poem and its summary." for i in range(12)),
+        "Bonjour !",
+        "the sourdough recipe, again",
+    ]
+    reference = np.stack([embedder.model.encode(t, normalize_embeddings=True) for t in texts])
+    fp32 = Embedder(EmbeddingConfig(precision="fp32", batch_size=2))  # several batches, cut by length
+    similarity = fp32.encode(texts) @ reference.T
+    assert np.all(np.diag(similarity) > 0.99)
+    assert list(similarity.argmax(axis=1)) == list(range(len(texts)))
+    similarity = embedder.encode(texts) @ reference.T  # whatever "auto" chose here
+    assert np.diag(similarity).mean() >= 0.99
+    assert list(similarity.argmax(axis=1)) == list(range(len(texts)))
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 64])
+def test_length_batches_cover_everything_in_order(max_batch: int) -> None:
+    """Batches are contiguous, cover every text once and hold at most max_batch texts."""
+    lengths = sorted([256, 256, 255, 200, 120, 118, 40, 39, 12, 5, 3, 3], reverse=True)
+    cuts = length_batches(lengths, max_batch)
+    assert cuts[0][0] == 0 and cuts[-1][1] == len(lengths)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(cuts))
+    assert all(0 < end - first <= max_batch for first, end in cuts)
+
+
+def test_length_batches_do_not_pad_short_texts_to_long_ones() -> None:
+    """A few long texts and many short ones are not put in one batch padded to the longest."""
+    lengths = [256] * 4 + [8] * 60
+    cuts = length_batches(lengths, 64)
+    padded = sum(lengths[first] * (end - first) for first, end in cuts)
+    assert padded <= 1.05 * sum(lengths)

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from daemon.errors import ParseError
 from daemon.models import ROLES, clean_text
 from daemon.parse import (
+    Speaker,
     date_from_slug,
     find_transcript,
     parse_conversation,
-    role_heading,
+    speaker_line,
     title_from_slug,
 )
 
@@ -233,13 +234,14 @@ def test_json_created_beats_slug_date(tmp_path: Path) -> None:
     [
         ("[]", "expected a JSON object, got an array"),
         ('"text"', "expected a JSON object, got a string"),
+        ('{"mapping": {}}', "no messages"),
+        ('{"chat_messages": []}', "no messages"),
+        ('{"mapping": []}', "mapping: expected an object, got an array"),
+        ('{"chat_messages": {}}', "chat_messages: expected an array, got an object"),
         (
-            '{"mapping": {}}',
-            "ChatGPT/Claude export conversations are not supported yet",
-        ),
-        (
-            '{"chat_messages": []}',
-            "ChatGPT/Claude export conversations are not supported yet",
+            '[{"mapping": {}}]',
+            "a whole ChatGPT data export (an array of conversations), not one conversation:"
+            " split it with `memoryd import`",
         ),
         ('{"title": "x"}', 'no "messages" list'),
         ('{"messages": {}}', "messages: expected an array, got an object"),
@@ -305,37 +307,65 @@ def test_markdown_transcript(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("## User", ("user", None)),
-        ("## user:", ("user", None)),
-        ("## HUMAN", ("user", None)),
-        ("## Utilisateur", ("user", None)),
-        ("## ChatGPT", ("assistant", None)),
-        ("## Claude", ("assistant", None)),
-        ("## AI", ("assistant", None)),
-        ("## System", ("system", None)),
-        ("## Tool", ("tool", None)),
-        ("## User 2025-06-25T14:03:00+02:00", ("user", "2025-06-25T14:03:00+02:00")),
-        ("## Assistant (2025-06-25 14:03)", ("assistant", "2025-06-25 14:03")),
-        ("## Assistant [2025-06-25 14:03]", ("assistant", "2025-06-25 14:03")),
-        ("## User — 2025-06-25 14:03", ("user", "2025-06-25 14:03")),
-        ("## User - 14:03", ("user", "14:03")),
-        ("## User: 25/06/2025", ("user", "25/06/2025")),
-        ("## User ##", ("user", None)),
-        ("## User\r", ("user", None)),
-        ("   ## User", ("user", None)),
+        ("## User", ("h2", "user", None)),
+        ("## user:", ("h2", "user", None)),
+        ("## HUMAN", ("h2", "user", None)),
+        ("## Utilisateur", ("h2", "user", None)),
+        ("## You", ("h2", "user", None)),
+        ("## ChatGPT", ("h2", "assistant", None)),
+        ("## Claude", ("h2", "assistant", None)),
+        ("## AI", ("h2", "assistant", None)),
+        ("## System", ("h2", "system", None)),
+        ("## Tool", ("h2", "tool", None)),
+        ("## User 2025-06-25T14:03:00+02:00", ("h2", "user", "2025-06-25T14:03:00+02:00")),
+        ("## Assistant (2025-06-25 14:03)", ("h2", "assistant", "2025-06-25 14:03")),
+        ("## Assistant [2025-06-25 14:03]", ("h2", "assistant", "2025-06-25 14:03")),
+        ("## User — 2025-06-25 14:03", ("h2", "user", "2025-06-25 14:03")),
+        ("## User - 14:03", ("h2", "user", "14:03")),
+        ("## User: 25/06/2025", ("h2", "user", "25/06/2025")),
+        ("## User ##", ("h2", "user", None)),
+        ("## User\r", ("h2", "user", None)),
+        ("   ## User", ("h2", "user", None)),
+        ("### Human", ("h3", "user", None)),
+        ("### Assistant", ("h3", "assistant", None)),
+        ("#### You:", ("h4", "user", None)),
+        ("#### ChatGPT:", ("h4", "assistant", None)),
+        ("### 👤 User", ("h3", "user", None)),
+        ("## **Assistant:**", ("h2", "assistant", None)),
         ("## Notes", None),
         ("## User stories", None),
         ("## Users", None),
-        ("### User", None),
         ("# User", None),
         ("    ## User", None),
         ("##User", None),
+        ("####### User", None),
         ("User", None),
     ],
 )
-def test_role_heading(line: str, expected: tuple[str, str | None] | None) -> None:
-    """Which lines open a message, with which role and timestamp."""
-    assert role_heading(line) == expected
+def test_speaker_heading(line: str, expected: tuple[str, str, str | None] | None) -> None:
+    """Which heading lines open a message (levels 2 to 6), with which role and timestamp."""
+    assert speaker_line(line) == (None if expected is None else Speaker(*expected))
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("**User:**", Speaker("bold", "user")),
+        ("**User:** Bonjour", Speaker("bold", "user", text="Bonjour")),
+        ("**ChatGPT:** Salut !", Speaker("bold", "assistant", text="Salut !")),
+        ("**Human**: hi", Speaker("bold", "user", text="hi")),
+        ("**Assistant**", Speaker("bold", "assistant")),
+        ("**Assistant (2025-06-25 14:03):** ok", Speaker("bold", "assistant", "2025-06-25 14:03", "ok")),
+        ("**User:** line\r", Speaker("bold", "user", text="line")),
+        ("**User** experience matters", None),
+        ("**Note:** something", None),
+        ("**Users:** many", None),
+        ("text **User:** inline", None),
+    ],
+)
+def test_speaker_bold(line: str, expected: Speaker | None) -> None:
+    """Bold speaker lines open a message; what follows the label is its first line."""
+    assert speaker_line(line) == expected
 
 
 def test_markdown_heading_timestamps(tmp_path: Path) -> None:
@@ -398,12 +428,14 @@ def test_empty_markdown_messages_are_skipped(tmp_path: Path) -> None:
     ]
 
 
-def test_markdown_without_role_heading_is_an_error(tmp_path: Path) -> None:
-    """Markdown without any role heading is not a transcript."""
-    folder = make_folder(tmp_path, {"conversation.md": "# Title\n\n## Notes\ntext\n"})
-    error = parse_error(folder)
-    assert error.path == folder / "conversation.md"
-    assert error.reason == "no role heading (## User / ## Assistant) found"
+def test_markdown_without_role_marker_is_one_user_message(tmp_path: Path) -> None:
+    """Markdown without any role marker is kept whole as one user message, with a warning."""
+    text = "# Title\n\n## Notes\ntext\n"
+    folder = make_folder(tmp_path, {"conversation.md": text})
+    conversation = parse_conversation(folder)
+    assert [(m.seq, m.role, m.content) for m in conversation.messages] == [(0, "user", text.rstrip("\n"))]
+    assert conversation.title == "Title"
+    assert conversation.warnings == ("no role marker (## User, **User:**, Human: …) found: stored as one user message",)
 
 
 def test_markdown_with_only_empty_messages_is_an_error(tmp_path: Path) -> None:
@@ -443,6 +475,284 @@ def test_single_txt_is_markdown(tmp_path: Path) -> None:
     assert len(conversation.messages) == 2
 
 
+# --- Markdown variants (hand-made fixture files in tests/fixtures/markdown)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_folder(tmp_path: Path, *sources: Path, slug: str = SLUG) -> Path:
+    """A conversation folder holding copies of fixture files."""
+    return make_folder(tmp_path, {source.name: source.read_bytes() for source in sources}, slug=slug)
+
+
+MARKDOWN_CASES = {
+    "bold_speakers.md": (
+        "Recette du pain",
+        [
+            ("user", "Comment avoir une croûte plus croustillante ?", None),
+            ("assistant", "Cuisez dans une cocotte préchauffée.\nRetirez le couvercle après vingt minutes.", None),
+            ("user", "Et la levée ?", None),
+            ("assistant", "Une nuit au frigo.", None),
+        ],
+    ),
+    "h3_human.md": (
+        "orage codé textuel",
+        [
+            ("user", "What is a monad?", None),
+            (
+                "assistant",
+                "A monoid in the category of endofunctors.\n\n#### System notes in the answer\n"
+                "This sub-heading stays in the answer.",
+                None,
+            ),
+            ("user", "Thanks!", None),
+        ],
+    ),
+    "timestamps.md": (
+        "orage codé textuel",
+        [
+            ("user", "Bonjour", "2025-06-25T14:03:00+02:00"),
+            ("assistant", "Salut !", "2025-06-25 14:03:05"),
+            ("user", "Ça va ?", "14:04"),
+        ],
+    ),
+    "fenced_roles.md": (
+        "orage codé textuel",
+        [
+            ("user", "How do I write a transcript file?", None),
+            (
+                "assistant",
+                "Like this:\n\n```markdown\n## User\nHello\n\n## Assistant\nHi!\n```\n\n~~~\n"
+                "**User:** also not a marker\n~~~\n\nThat's all.",
+                None,
+            ),
+            ("user", "Thanks.", None),
+        ],
+    ),
+    "plain_dialogue.txt": (
+        "orage codé textuel",
+        [
+            ("user", "Can you summarise this?\nIt is two lines long.", None),
+            ("assistant", "Sure: it is short.", None),
+            ("user", "Thanks.", None),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MARKDOWN_CASES))
+def test_markdown_variants(tmp_path: Path, name: str) -> None:
+    """Bold speakers, ### headings, timestamps, fenced role lines and Human:/Assistant: lines parse as written."""
+    title, expected = MARKDOWN_CASES[name]
+    conversation = parse_conversation(fixture_folder(tmp_path, FIXTURES / "markdown" / name))
+    assert conversation.source_format == "markdown"
+    assert conversation.title == title
+    assert [(m.role, m.content, m.ts) for m in conversation.messages] == expected
+    assert [m.seq for m in conversation.messages] == list(range(len(expected)))
+    assert conversation.warnings == ()
+
+
+def test_front_matter(tmp_path: Path) -> None:
+    """Front matter gives title, date and tags, and is not part of any message."""
+    conversation = parse_conversation(fixture_folder(tmp_path, FIXTURES / "markdown" / "front_matter.md", slug="notes"))
+    assert conversation.title == "Orage : notes"
+    assert conversation.created_date == date(2025, 6, 25)
+    assert conversation.tags == ("météo", "poésie")
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("user", "Un poème sur l'orage ?"),
+        ("assistant", "Le tonnerre gronde."),
+    ]
+
+
+def test_front_matter_block_list_and_bad_date(tmp_path: Path) -> None:
+    """Tags as a block list are read; a date that is not YYYY-MM-DD is a warning, not an error."""
+    text = "---\ntitle: T\ndate: yesterday\ntags:\n  - a\n  - b\n---\n## User\nq\n"
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.md": text}, slug="x"))
+    assert (conversation.title, conversation.created_date, conversation.tags) == ("T", None, ("a", "b"))
+    assert conversation.warnings == ("front matter date: not a YYYY-MM-DD date: 'yesterday'",)
+
+
+def test_meta_json_beats_front_matter(tmp_path: Path) -> None:
+    """meta.json's title, date and tags win over the front matter's."""
+    folder = fixture_folder(tmp_path, FIXTURES / "markdown" / "front_matter.md", FIXTURES / "native" / "meta.json")
+    conversation = parse_conversation(folder)
+    assert (conversation.title, conversation.created_date, conversation.tags) == (
+        "Orage codé textuel",
+        date(2025, 6, 25),
+        ("poésie",),
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "---\n## User\nq\n---\n## Assistant\na\n",  # not key: value lines: a thematic break
+        "---\ntitle: never closed\n## User\nq\n",
+    ],
+)
+def test_dashes_that_are_not_front_matter(tmp_path: Path, text: str) -> None:
+    """A `---` block that is not closed or not made of `key: value` lines stays in the transcript."""
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.md": text}))
+    assert conversation.messages[0].role == "user"
+    assert conversation.title == "orage codé textuel"
+
+
+def test_no_marker_fixture_is_one_user_message(tmp_path: Path) -> None:
+    """A note without any role marker is stored whole, as one user message, with a warning."""
+    source = FIXTURES / "markdown" / "no_marker.md"
+    conversation = parse_conversation(fixture_folder(tmp_path, source))
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("user", source.read_text(encoding="utf-8").strip())
+    ]
+    assert conversation.title == "Idées en vrac"
+    assert len(conversation.warnings) == 1
+
+
+def test_first_marker_style_wins(tmp_path: Path) -> None:
+    """In a `## User` transcript, `### System` and `**User:**` lines inside an answer stay content."""
+    body = "Design:\n### System\nthe parts\n**User:** the person\n## Notes"
+    text = f"## User\nq\n## Assistant\n{body}\n## User\nthanks\n"
+    messages = parse_conversation(make_folder(tmp_path, {"conversation.md": text})).messages
+    assert [(m.role, m.content) for m in messages] == [("user", "q"), ("assistant", body), ("user", "thanks")]
+
+
+@pytest.mark.parametrize(
+    "text", ["User: only one role\nand more\n", "Note: a\nTodo: b\n", "  Human: indented\nAI: x\n"]
+)
+def test_plain_lines_need_a_dialogue(tmp_path: Path, text: str) -> None:
+    """`Role:` lines count only when two roles alternate at the start of lines; otherwise one user message."""
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.md": text}))
+    assert [(m.role, m.content) for m in conversation.messages] == [("user", text.rstrip("\n"))]
+
+
+def test_bold_speaker_text_on_marker_line(tmp_path: Path) -> None:
+    """With bold speakers the text after the label is the first line of the message."""
+    text = "**Human:** one\ntwo\n**Assistant (12:00):**\nthree\n"
+    messages = parse_conversation(make_folder(tmp_path, {"conversation.md": text})).messages
+    assert [(m.role, m.content, m.ts) for m in messages] == [
+        ("user", "one\ntwo", None),
+        ("assistant", "three", "12:00"),
+    ]
+
+
+# --- ChatGPT and Claude conversations saved as conversation.json
+
+
+def export_conversation(source: str, index: int) -> dict[str, object]:
+    value = json.loads((FIXTURES / source / "conversations.json").read_text(encoding="utf-8"))[index]
+    assert isinstance(value, dict)
+    return value
+
+
+def test_chatgpt_conversation_json(tmp_path: Path) -> None:
+    """The branch ending at current_node, hidden and empty turns skipped, images and files as placeholders."""
+    document = export_conversation("chatgpt", 0)
+    folder = make_folder(tmp_path, {"conversation.json": json.dumps(document)}, slug="no-date")
+    conversation = parse_conversation(folder)
+    assert conversation.source_format == "chatgpt"
+    assert conversation.title == "Orage codé / textuel"
+    assert conversation.created_date == date(2024, 6, 25)
+    assert [(m.role, m.content, m.ts) for m in conversation.messages] == [
+        ("user", "Écris un poème sur l'orage.", "2024-06-25T12:03:01+00:00"),
+        ("assistant", "Le tonnerre gronde,\nl'éclair répond.", "2024-06-25T12:03:03+00:00"),
+        ("user", "[image]\nEt avec cette image ?\n\n[file: orage.png]", "2024-06-25T12:03:06+00:00"),
+        ("assistant", "print('éclair')", "2024-06-25T12:03:07+00:00"),
+        ("tool", "éclair", "2024-06-25T12:03:08+00:00"),
+        ("assistant", "Voilà le poème final.", "2024-06-25T12:03:10+00:00"),
+    ]
+    assert conversation.warnings == ()
+
+
+def test_chatgpt_other_branch_by_current_node(tmp_path: Path) -> None:
+    """Pointing current_node at an abandoned branch shows that branch instead."""
+    document = {**export_conversation("chatgpt", 0), "current_node": "a2-old"}
+    folder = make_folder(tmp_path, {"conversation.json": json.dumps(document)})
+    assert [m.content for m in parse_conversation(folder).messages] == [
+        "Écris un poème sur l'orage.",
+        "Le tonnerre gronde,\nl'éclair répond.",
+        "Question avant modification.",
+        "Réponse à la question modifiée.",
+    ]
+
+
+def test_chatgpt_without_current_node_follows_latest_branch(tmp_path: Path) -> None:
+    """Without a usable current_node, the last child is followed from the root, with a warning."""
+    document = {**export_conversation("chatgpt", 0), "current_node": "nowhere"}
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.json": json.dumps(document)}))
+    assert conversation.messages[-1].content == "Voilà le poème final."
+    assert conversation.warnings == ("current_node missing or unknown: followed the latest branch",)
+
+
+def test_chatgpt_parent_cycle_is_an_error(tmp_path: Path) -> None:
+    """A mapping whose parent links loop is refused, not followed forever."""
+    mapping = {
+        "a": {"message": None, "parent": "b", "children": []},
+        "b": {"message": None, "parent": "a", "children": []},
+    }
+    folder = make_folder(tmp_path, {"conversation.json": json.dumps({"mapping": mapping, "current_node": "a"})})
+    assert "form a cycle" in parse_error(folder).reason
+
+
+def test_chatgpt_odd_parts_and_roles(tmp_path: Path) -> None:
+    """Unknown parts become placeholders, unknown roles and text-less content are skipped with a warning."""
+
+    def node(role: object, content: object, parent: str | None) -> dict[str, object]:
+        return {"message": {"author": {"role": role}, "content": content}, "parent": parent, "children": []}
+
+    mapping = {
+        "1": node(
+            "user",
+            {
+                "content_type": "multimodal_text",
+                "parts": [{"content_type": "audio_asset_pointer"}, {"x": 1}, None, 3, "dit"],
+            },
+            None,
+        ),
+        "2": node("critic", {"content_type": "text", "parts": ["hidden"]}, "1"),
+        "3": node("assistant", {"content_type": "sonic_webpage"}, "2"),
+        "4": node("assistant", {"content_type": "text", "parts": ["ok"]}, "3"),
+    }
+    document = {"mapping": mapping, "current_node": "4", "create_time": "not a number", "title": 7}
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.json": json.dumps(document)}))
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("user", "[audio]\n[attachment]\ndit"),
+        ("assistant", "ok"),
+    ]
+    assert conversation.warnings == (
+        "skipped 1 message(s): content type 'sonic_webpage' has no text",
+        "skipped 1 message(s): unknown author role 'critic'",
+    )
+    assert (conversation.title, conversation.created_date) == ("orage codé textuel", date(2025, 6, 25))
+
+
+def test_claude_conversation_json(tmp_path: Path) -> None:
+    """Text blocks of content (or text), sender as role, attachments noted by name, empty turns skipped."""
+    document = export_conversation("claude", 0)
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.json": json.dumps(document)}))
+    assert conversation.source_format == "claude"
+    assert (conversation.title, conversation.created_date) == ("Plan de migration", date(2024, 5, 1))
+    assert [(m.role, m.content, m.ts) for m in conversation.messages] == [
+        ("user", "Comment migrer la base ?\n\n[attachment: schema.sql]", "2024-05-01T09:30:00.000000Z"),
+        ("assistant", "Je regarde le schéma.\n\nVoici le plan.", "2024-05-01T09:31:00.000000Z"),
+        ("user", "Merci, et cette photo ?\n\n[file: photo.jpg]", "2024-05-01T09:32:00.000000Z"),
+        ("assistant", "De rien.", "2024-05-01T09:34:00.000000Z"),
+    ]
+
+
+def test_claude_odd_messages(tmp_path: Path) -> None:
+    """Entries that are not objects or have an unknown sender are skipped with a warning."""
+    document = {
+        "name": None,
+        "chat_messages": [[], {"sender": "robot", "text": "x"}, {"sender": "human", "text": "hi"}],
+    }
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.json": json.dumps(document)}))
+    assert [(m.role, m.content) for m in conversation.messages] == [("user", "hi")]
+    assert conversation.warnings == (
+        "skipped 1 message(s): expected an object, got an array",
+        "skipped 1 message(s): unknown sender 'robot'",
+    )
+
+
 # --- bytes and text
 
 
@@ -457,13 +767,14 @@ def test_bom_is_stripped(tmp_path: Path) -> None:
     assert conversation.total_chars == len(jsonl({"role": "user", "content": "x"}))
 
 
-def test_invalid_utf8_is_an_error(tmp_path: Path) -> None:
-    """Undecodable bytes name the file and the byte offset."""
+def test_invalid_utf8_is_replaced_with_a_warning(tmp_path: Path) -> None:
+    """Undecodable bytes become U+FFFD; the warning names the file, the byte offset and the line."""
     folder = make_folder(tmp_path, {"conversation.md": b"## User\nabc\xff\n"})
-    error = parse_error(folder)
-    assert error.path == folder / "conversation.md"
-    assert error.reason == "not valid UTF-8 at byte 11"
-    assert error.line == 2
+    conversation = parse_conversation(folder)
+    assert conversation.messages[0].content == "abc\ufffd"
+    assert conversation.warnings == (
+        "conversation.md: not valid UTF-8 (first bad byte at offset 11, line 2), undecodable bytes replaced by U+FFFD",
+    )
 
 
 @pytest.mark.parametrize("name", ["messages.jsonl", "conversation.json", "conversation.md"])

@@ -1,15 +1,17 @@
-"""Search by meaning with the real model, through the HNSW index."""
+"""Search by meaning (the real model, through the HNSW index), by words (full text), and both fused."""
 
 from __future__ import annotations
 
 import random
+from datetime import date
 
+import psycopg
 import pytest
 
 from daemon.config import Config
 from daemon.db import Database
 from daemon.embed import Embedder, embed_pending
-from daemon.search import SearchFilters, explain, search
+from daemon.search import MODES, Candidate, Mode, SearchFilters, SearchHit, explain, fuse, search
 from daemon.store import hnsw_index_name
 from daemon.sync import Syncer
 from tests.conftest import write_conversation, write_summaries
@@ -104,7 +106,7 @@ def test_filters(db: Database, embedder: Embedder) -> None:
     assert [(h.kind, h.level) for h in by_level] == [("summary", 2)]
     by_slug = db.run(search, embedder, "firewall", k=5, filters=SearchFilters(slugs=("2025-08-20__bread",)))
     assert len(by_slug) == 2 and {h.slug for h in by_slug} == {"2025-08-20__bread"}
-    window = SearchFilters(since=__import__("datetime").date(2025, 4, 1), until=__import__("datetime").date(2025, 6, 1))
+    window = SearchFilters(since=date(2025, 4, 1), until=date(2025, 6, 1))
     assert {h.slug for h in db.run(search, embedder, "bread", k=10, filters=window)} == {"2025-05-10__firewall"}
     summaries = db.run(search, embedder, "bread", k=10, filters=SearchFilters(kind="summary"))
     assert len(summaries) == 2 and {h.kind for h in summaries} == {"summary"}
@@ -112,11 +114,285 @@ def test_filters(db: Database, embedder: Embedder) -> None:
 
 @pytest.mark.usefixtures("corpus")
 def test_search_uses_hnsw_index(db: Database, embedder: Embedder) -> None:
-    """EXPLAIN of the search query shows the model's HNSW index (sequential scans disabled, tiny table)."""
+    """EXPLAIN of the vector query shows the model's HNSW index (sequential and bitmap scans disabled, tiny table)."""
 
     def plan(conn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        conn.execute("SET LOCAL enable_seqscan = off")
+        conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
         return explain(conn, *args, **kwargs)
 
     text = db.run(plan, embedder, "firewall", k=5)
     assert f"Index Scan using {hnsw_index_name(embedder.name)}" in text
+
+
+# -- hybrid: words and meaning ---------------------------------------------------
+
+# Messages about part numbers that differ from the one asked for by a digit or
+# two: close in meaning to a query for a part number, but not the right one.
+_DECOYS = [
+    "Part ZK88312 is back in stock; order it from the usual supplier.",
+    "The supplier says part ZK83128 ships on Monday.",
+    "Part ZK81823 was returned because the housing cracked.",
+    "We replaced part ZK28813 under warranty last week.",
+    "Part ZK88231 costs forty euros including delivery.",
+]
+_RARE = "ZK88213"
+
+
+@pytest.fixture
+def mixed(db: Database, config: Config, embedder: Embedder) -> None:
+    """A long answer, a bread question, part-number decoys, notes hiding a rare code, a French meeting."""
+    filler = "\n\n".join(" ".join(random.Random(n).choice(_FILLER) for _ in range(5)) for n in range(8))
+    write_conversation(
+        config.paths.conversations,
+        "2025-03-01__birds",
+        [("user", "Tell me everything you know, in one long answer."), ("assistant", _long_message())],
+        title="Long answer",
+    )
+    write_conversation(
+        config.paths.conversations,
+        "2025-08-20__bread",
+        [
+            ("user", "Why did my bread not rise?"),
+            ("assistant", "Your yeast may have been dead, or the dough too cold to ferment."),
+        ],
+    )
+    write_conversation(
+        config.paths.conversations,
+        "2025-07-01__parts",
+        [("user" if n % 2 == 0 else "assistant", text) for n, text in enumerate(_DECOYS)],
+    )
+    write_conversation(
+        config.paths.conversations,
+        "2025-07-02__notes",
+        [
+            ("user", "Here are my notes from the week."),
+            ("assistant", f"{filler}\n\nAlso, the night shift logged {_RARE} at 03:12 without comment.\n\n{filler}"),
+        ],
+    )
+    write_conversation(
+        config.paths.conversations,
+        "2025-07-03__reunion",
+        [
+            ("user", "Peux-tu écrire le résumé de la réunion d'équipe de lundi ?"),
+            ("assistant", "Voici le résumé : l'équipe a validé le calendrier et reporté la migration à septembre."),
+        ],
+    )
+    Syncer(db, config).reconcile()
+    embed_pending(db, embedder)
+
+
+def _found(hits: list[SearchHit], slug: str) -> bool:
+    return any(h.slug == slug for h in hits)
+
+
+@pytest.mark.usefixtures("mixed")
+def test_hybrid_finds_a_rare_code_that_vector_search_misses(db: Database, embedder: Embedder) -> None:
+    """An exact code buried in a long message: vector search ranks look-alike codes first, hybrid finds it."""
+    vector = db.run(search, embedder, _RARE, k=5, mode="vector")
+    assert not _found(vector, "2025-07-02__notes"), [h.slug for h in vector]
+    text = db.run(search, None, _RARE, k=5, mode="text")
+    assert [h.slug for h in text] == ["2025-07-02__notes"]
+    assert _RARE in text[0].snippet
+    hybrid = db.run(search, embedder, _RARE, k=5)
+    assert _found(hybrid, "2025-07-02__notes")
+    hit = next(h for h in hybrid if h.slug == "2025-07-02__notes")
+    assert hit.text_rank == 1 and hit.kind == "message" and hit.seq == 1
+
+
+@pytest.mark.usefixtures("mixed")
+def test_hybrid_finds_a_paraphrase_that_text_search_misses(db: Database, embedder: Embedder) -> None:
+    """A question sharing no word with the answer: text search misses it, hybrid finds it by meaning."""
+    query = "loaf stayed flat after proofing"
+    assert not _found(db.run(search, None, query, k=5, mode="text"), "2025-08-20__bread")
+    hybrid = db.run(search, embedder, query, k=3)
+    assert hybrid[0].slug == "2025-08-20__bread"
+    assert hybrid[0].vector_rank == 1 and hybrid[0].text_rank is None
+
+
+@pytest.mark.usefixtures("mixed")
+def test_accents_are_folded(db: Database) -> None:
+    """`resume reunion` finds `résumé de la réunion`, and `équipe` is found as `equipe`, in text search."""
+    hits = db.run(search, None, "resume reunion", k=5, mode="text")
+    assert {h.slug for h in hits} == {"2025-07-03__reunion"}
+    assert len(hits) == 2
+    assert [h.slug for h in db.run(search, None, "EQUIPE", k=5, mode="text")][:1] == ["2025-07-03__reunion"]
+
+
+@pytest.mark.usefixtures("mixed")
+def test_stemming_matches_english_and_french_word_forms(db: Database) -> None:
+    """Plural and verb forms match in both languages: `migrations` finds `migration`, `validés` finds `validé`."""
+    assert {h.slug for h in db.run(search, None, "migrations", k=5, mode="text")} == {
+        "2025-07-03__reunion",  # "la migration"
+        "2025-03-01__birds",  # "the longest migration"
+    }
+    assert db.run(search, None, "calendriers validés", k=5, mode="text")[0].slug == "2025-07-03__reunion"
+    assert "2025-08-20__bread" in {h.slug for h in db.run(search, None, "ferments", k=5, mode="text")}
+
+
+@pytest.mark.usefixtures("mixed")
+def test_text_search_without_a_match_is_empty(db: Database, embedder: Embedder) -> None:
+    """Text mode returns [] when no word matches, and a query of stop words only matches nothing."""
+    assert db.run(search, None, "xylophonic zeppelin", k=5, mode="text") == []
+    assert db.run(search, None, "the and of le la", k=5, mode="text") == []
+    assert len(db.run(search, embedder, "the and of le la", k=3)) == 3  # hybrid falls back on meaning
+
+
+@pytest.mark.usefixtures("mixed")
+@pytest.mark.parametrize("mode", MODES)
+def test_scores_and_ranks_per_mode(db: Database, embedder: Embedder, mode: Mode) -> None:
+    """Each mode's score is its own (cosine, ts_rank, RRF), hits are sorted by it, and each carries its ranks."""
+    hits = db.run(search, embedder, "part supplier", k=4, mode=mode)
+    assert len(hits) == 4
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    for h in hits:
+        if mode == "vector":
+            assert h.vector_rank is not None and h.text_rank is None and -1 <= h.score <= 1
+        elif mode == "text":
+            assert h.text_rank is not None and h.vector_rank is None and h.score > 0
+        else:
+            ranks = [r for r in (h.vector_rank, h.text_rank) if r is not None]
+            assert ranks and h.score == pytest.approx(sum(1 / (60 + r) for r in ranks))
+
+
+def test_fuse_adds_reciprocal_ranks() -> None:
+    """RRF: each list adds 1/(60 + rank); a hit in both lists beats hits first in one; ties keep a fixed order."""
+    fused = fuse(
+        {
+            "vector": [Candidate("message", 1, 0.9), Candidate("message", 2, 0.8)],
+            "text": [Candidate("summary", 7, 0.5), Candidate("message", 2, 0.4)],
+        }
+    )
+    assert [(f.kind, f.ref_id) for f in fused] == [("message", 2), ("message", 1), ("summary", 7)]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 62)
+    assert fused[0].ranks == {"vector": 2, "text": 2}
+    assert fused[1].score == fused[2].score == pytest.approx(1 / 61)
+
+
+def test_one_long_message_does_not_crowd_out_the_others(db: Database, config: Config, embedder: Embedder) -> None:
+    """A message whose 60+ chunks are all closer than anything else still counts once, and k is filled."""
+    rng = random.Random(11)
+    budget = "\n\n".join(" ".join(rng.choice(_FILLER[:1]) for _ in range(4)) for _ in range(250))
+    write_conversation(config.paths.conversations, "2025-02-02__budget", [("assistant", budget)])
+    write_conversation(
+        config.paths.conversations,
+        "2025-08-20__bread",
+        [
+            ("user", "Why did my bread not rise?"),
+            ("assistant", "Your yeast may have been dead, or the dough too cold to ferment."),
+            ("user", "Should I use more salt?"),
+        ],
+    )
+    Syncer(db, config).reconcile()
+    embed_pending(db, embedder)
+    chunks = db.run(lambda conn: conn.execute("SELECT count(*) FROM embeddings").fetchone()[0])
+    assert chunks > 60  # every one of them closer to the query than any other text
+    hits = db.run(search, embedder, "quarterly budget review", k=4, mode="vector")
+    assert [h.slug for h in hits] == ["2025-02-02__budget"] + ["2025-08-20__bread"] * 3
+
+
+# -- filters fill k in every mode --------------------------------------------------
+
+
+@pytest.fixture
+def kiwis(db: Database, config: Config, embedder: Embedder) -> None:
+    """Three conversations about kiwis, each with user and assistant messages and L1/L2 summaries."""
+    for n, day in enumerate(("2025-01-10", "2025-02-10", "2025-03-10")):
+        slug = f"{day}__kiwi_{n}"
+        write_conversation(
+            config.paths.conversations,
+            slug,
+            [
+                ("user", f"How do I grow kiwi vines in a garden, question {n}?"),
+                ("assistant", f"Kiwi vines need a male and a female plant and a strong trellis ({n})."),
+                ("user", f"When are kiwi fruits ripe enough to pick ({n})?"),
+                ("assistant", f"Pick kiwi fruits in late autumn and let them ripen indoors ({n})."),
+            ],
+        )
+        write_summaries(
+            config.paths.summaries,
+            slug,
+            [
+                {"level": 1, "covers": [0, 1], "content": f"Growing kiwi vines on a trellis ({n})."},
+                {"level": 1, "covers": [2, 3], "content": f"Harvesting kiwi fruits ({n})."},
+                {"level": 2, "covers": [0, 1, 2, 3], "content": f"Kiwi growing and harvest ({n})."},
+            ],
+        )
+    Syncer(db, config).reconcile()
+    embed_pending(db, embedder)
+
+
+@pytest.mark.usefixtures("kiwis")
+@pytest.mark.parametrize("mode", MODES)
+def test_filters_fill_k_in_every_mode(db: Database, embedder: Embedder, mode: Mode) -> None:
+    """Each filter returns exactly k hits when k matching texts exist, all of them matching, in every mode."""
+
+    def run(k: int, **filters: object) -> list[SearchHit]:
+        return db.run(search, embedder, "kiwi", k=k, filters=SearchFilters(**filters), mode=mode)  # type: ignore[arg-type]
+
+    users = run(5, role="user")
+    assert len(users) == 5 and {h.role for h in users} == {"user"}
+    level1 = run(6, level=1)
+    assert len(level1) == 6 and {(h.kind, h.level) for h in level1} == {("summary", 1)}
+    summaries = run(9, kind="summary")
+    assert len(summaries) == 9 and {h.kind for h in summaries} == {"summary"}
+    messages = run(12, kind="message")
+    assert len(messages) == 12 and {h.kind for h in messages} == {"message"}
+    one = run(7, slugs=("2025-02-10__kiwi_1",))
+    assert len(one) == 7 and {h.slug for h in one} == {"2025-02-10__kiwi_1"}
+    window = run(14, since=date(2025, 2, 1), until=date(2025, 3, 31))
+    assert len(window) == 14 and {h.slug for h in window} == {"2025-02-10__kiwi_1", "2025-03-10__kiwi_2"}
+
+
+def test_selective_filter_fills_k_through_the_hnsw_index(db: Database, config: Config, embedder: Embedder) -> None:
+    """With the HNSW index forced, a role filter matching none of the first ef_search neighbours still fills k."""
+    rng = random.Random(3)
+    closer = [
+        ("assistant", f"Kiwi note {n}: {rng.choice(['prune', 'water', 'feed', 'tie'])} the kiwi vines.")
+        for n in range(120)
+    ]
+    farther = [("user", f"Something about the weather and kiwi, day {n}.") for n in range(3)]
+    write_conversation(config.paths.conversations, "2025-04-01__many_kiwis", closer + farther)
+    Syncer(db, config).reconcile()
+    embed_pending(db, embedder)
+
+    def forced(conn: psycopg.Connection[object], mode: Mode) -> tuple[str, list[SearchHit]]:
+        # A tiny table: without these, sorting all its rows is the cheapest plan.
+        conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")
+        filters = SearchFilters(role="user")
+        plan = explain(conn, embedder, "kiwi vines", k=3, filters=filters)
+        return plan, search(conn, embedder, "kiwi vines", k=3, filters=filters, mode=mode)
+
+    for mode in ("vector", "hybrid"):
+        plan, hits = db.run(forced, mode)
+        assert f"Index Scan using {hnsw_index_name(embedder.name)}" in plan
+        assert len(hits) == 3 and {h.role for h in hits} == {"user"}, mode
+
+
+# -- full-text index limits ------------------------------------------------------
+
+
+def test_huge_message_is_stored_and_searchable_by_its_start(db: Database, config: Config) -> None:
+    """A 5 MB message of distinct words stores without error; text search finds words from its indexed start."""
+
+    def word(n: int) -> str:
+        letters = ""
+        for _ in range(6):
+            n, r = divmod(n, 26)
+            letters += "abcdefghijklmnopqrstuvwxyz"[r]
+        return "q" + letters
+
+    huge = " ".join(word(n) for n in range(640_000))
+    assert len(huge) > 5_000_000
+    write_conversation(config.paths.conversations, "2025-09-09__huge", [("user", huge), ("assistant", "Noted.")])
+    report = Syncer(db, config).reconcile()
+    assert report.failed == 0
+
+    def lexemes(conn: psycopg.Connection[object]) -> int:
+        row = conn.execute("SELECT length(tsv) FROM messages WHERE seq = 0").fetchone()
+        return int(row[0]) if row else 0
+
+    assert db.run(lexemes) > 10_000
+    hits = db.run(search, None, word(12), k=3, mode="text")
+    assert [(h.slug, h.seq) for h in hits] == [("2025-09-09__huge", 0)]
+    assert word(12) in hits[0].snippet
+    assert db.run(search, None, word(600_000), k=3, mode="text") == []  # beyond the indexed 100,000 characters

@@ -109,6 +109,23 @@ def test_only_summary_files_are_read(tmp_path: Path) -> None:
     assert list(parse_summary_folder(folder)) == [folder / "a.JSONL", folder / "b.json"]
 
 
+def test_symlink_inside_the_watched_folder_is_read(tmp_path: Path) -> None:
+    """A summary file symlinked to another file of the summaries folder is read like that file."""
+    shared = tmp_path / "shared.json"
+    shared.write_text(json.dumps(L1), encoding="utf-8")
+    folder = make_folder(tmp_path, {})
+    (folder / "l1.json").symlink_to(shared)
+    assert [s.key for s in summaries_of(parse_summary_folder(folder)[folder / "l1.json"])] == ["l1"]
+
+
+def test_symlink_to_a_folder_is_an_error(tmp_path: Path) -> None:
+    """A summary name that leads to a folder is that file's error, not a crash or a silent skip."""
+    (tmp_path / "elsewhere").mkdir()
+    folder = make_folder(tmp_path, {})
+    (folder / "x.json").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert error_of(parse_summary_folder(folder)[folder / "x.json"]).reason == "not a regular file"
+
+
 def test_missing_folder_has_no_summaries(tmp_path: Path) -> None:
     """A slug without a summaries folder simply has none."""
     assert parse_summary_folder(tmp_path / "nothing") == {}

@@ -1,0 +1,333 @@
+"""Search at 200,000 chunks: latency per mode, and recall@10 of the HNSW index.
+
+Baseline: exact vector search, the same query through the same code with
+index scans disabled (a sequential scan computing every distance).  Each
+mode's p50/p95 latency is printed with its ratio to the baseline, and
+recall@10 of the vector mode is the overlap of its top 10 hits with the
+exact search's top 10.  Latency is memoryd's own search path
+(``search_query``: the settings, the candidate queries, the fusion and the
+snippets) on a warm server, each query its own transaction; encoding the
+query with the model is timed apart, since it does not depend on the
+database's size.
+
+The data.  Encoding 200,000 real chunks would take about an hour on a
+2-core CPU, so the vectors are made from real ones: 4,000 sentences from
+bench/generate.py (English and French) are encoded with the real model,
+and each chunk is 1 to 4 of them, a sentence and its nearest neighbours
+among the 4,000 (a chunk is about one topic), its text their text joined
+and its vector the normalised mean of their vectors plus a little Gaussian
+noise, as mean pooling over the joined text would roughly give.  So the
+vectors have the shape of real embeddings (anisotropic, clustered by topic)
+rather than of uniform noise, and every vector is distinct.  Chunks are
+grouped into texts of 1 to 4 chunks, 90% messages and 10% summaries, 40
+texts to a conversation, and written with binary COPY; the full-text
+columns are computed by PostgreSQL as on any insert.  Queries are 200
+held-out sentences, encoded with the real model.  Text and hybrid modes
+are timed twice: with the sentences as generated (each ends with a number
+in parentheses, a rare word matching a few dozen texts), and with that
+number removed, so that every word of the query is in thousands of texts
+(the worst case for text search).
+
+    .venv/bin/python -m bench.search [--chunks 200000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
+
+from bench._common import fresh_database, percentile, server_dsn, timed
+from bench.generate import sentence
+from daemon.config import EmbeddingConfig, LogConfig
+from daemon.db import apply_migrations
+from daemon.embed import Embedder
+from daemon.log import configure_logging
+from daemon.search import MIN_EF_SEARCH, Mode, SearchFilters, SearchHit, SearchQuery, explain_query, search_query
+from daemon.store import ensure_vector_index, hnsw_index_name
+
+BASE_SENTENCES = 4_000
+NEIGHBOURS = 30
+NOISE = 0.015  # per dimension; a unit embedding has about 0.05 per dimension
+TEXTS_PER_CONVERSATION = 40
+K = 10
+
+Vectors = np.ndarray[Any, np.dtype[np.float32]]
+
+
+def distinct_sentences(rng: random.Random, count: int, exclude: set[str]) -> list[str]:
+    out: list[str] = []
+    seen = set(exclude)
+    while len(out) < count:
+        text = sentence(rng, french=rng.random() < 0.4)
+        if text not in seen:
+            seen.add(text)
+            out.append(text)
+    return out
+
+
+def make_chunks(sentences: list[str], vectors: Vectors, chunks: int, seed: int) -> tuple[list[str], Vectors]:
+    """Chunk texts and vectors: a sentence and some of its nearest neighbours, mean-pooled, with noise."""
+    rng = np.random.default_rng(seed)
+    sims = vectors @ vectors.T
+    neighbours = np.argsort(-sims, axis=1)[:, 1 : NEIGHBOURS + 1]
+    sizes = rng.choice([1, 2, 3, 4], size=chunks, p=[0.25, 0.35, 0.25, 0.15])
+    topics = rng.integers(0, len(sentences), size=chunks)
+    texts: list[str] = []
+    out = np.empty((chunks, vectors.shape[1]), dtype=np.float32)
+    for i in range(chunks):
+        picks = [int(topics[i])]
+        if sizes[i] > 1:
+            picks += [int(j) for j in rng.choice(neighbours[topics[i]], size=sizes[i] - 1, replace=False)]
+        texts.append(" ".join(sentences[j] for j in picks))
+        out[i] = vectors[picks].mean(axis=0)
+    out += np.asarray(rng.normal(0.0, NOISE, size=out.shape), dtype=np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return texts, out
+
+
+def load(conn: psycopg.Connection[Any], texts: list[str], vectors: Vectors, model: str, seed: int) -> tuple[int, int]:
+    """Write conversations, messages, summaries and embeddings with binary COPY; returns (messages, summaries)."""
+    rng = random.Random(seed)
+    chunk = 0
+    messages = summaries = 0
+    rows_conv: list[tuple[Any, ...]] = []
+    rows_msg: list[tuple[Any, ...]] = []
+    rows_sum: list[tuple[Any, ...]] = []
+    rows_emb: list[tuple[Any, ...]] = []
+    conv_id = 0
+    while chunk < len(texts):
+        conv_id += 1
+        day = date(2025, 1, 1) + timedelta(days=rng.randint(0, 330))
+        seq = 0
+        for n in range(TEXTS_PER_CONVERSATION):
+            if chunk >= len(texts):
+                break
+            count = min(len(texts) - chunk, rng.choices([1, 2, 3, 4], weights=[70, 15, 10, 5])[0])
+            parts = texts[chunk : chunk + count]
+            content = "\n\n".join(parts)
+            content_hash = f"h{chunk}"
+            is_summary = n % 10 == 9
+            if is_summary:
+                summaries += 1
+                ref = summaries
+                rows_sum.append(
+                    (ref, conv_id, 1, f"s{n}", Jsonb([max(0, seq - 9)]), content, len(content), content_hash)
+                )
+            else:
+                messages += 1
+                ref = messages
+                rows_msg.append((ref, conv_id, seq, "user" if seq % 2 == 0 else "assistant", content, content_hash))
+                seq += 1
+            start = 0
+            for c, part in enumerate(parts):
+                rows_emb.append(
+                    (
+                        conv_id,
+                        "summary" if is_summary else "message",
+                        None if is_summary else ref,
+                        ref if is_summary else None,
+                        c,
+                        start,
+                        start + len(part),
+                        model,
+                        vectors.shape[1],
+                        vectors[chunk + c],
+                        content_hash,
+                    )
+                )
+                start += len(part) + 2
+            chunk += count
+        rows_conv.append((conv_id, f"{day.isoformat()}__bench_{conv_id:06d}", f"Bench {conv_id}", day))
+    with conn.cursor() as cur:
+        with cur.copy(
+            "COPY conversations (id, slug, title, created_date, total_chars, total_lines, source_path,"
+            " source_format, content_hash) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "text", "text", "date", "int8", "int8", "text", "text", "text"])
+            for cid, slug, title, day in rows_conv:
+                copy.write_row((cid, slug, title, day, 0, 0, slug, "jsonl", slug))
+        with cur.copy(
+            "COPY messages (id, conversation_id, seq, role, content, content_hash) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "int8", "int4", "text", "text", "text"])
+            for row in rows_msg:
+                copy.write_row(row)
+        with cur.copy(
+            "COPY summaries (id, conversation_id, level, key, covers, content, char_count, content_hash,"
+            " source_path) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "int8", "int4", "text", "jsonb", "text", "int4", "text", "text"])
+            for row in rows_sum:
+                copy.write_row((*row, "bench"))
+        with cur.copy(
+            "COPY embeddings (conversation_id, ref_type, message_id, summary_id, chunk, chunk_start,"
+            " chunk_end, model, dim, vector, content_hash) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "text", "int8", "int8", "int4", "int4", "int4", "text", "int4", "vector", "text"])
+            for row in rows_emb:
+                copy.write_row(row)
+    return messages, summaries
+
+
+def run_queries(
+    conn: psycopg.Connection[Any],
+    queries: list[SearchQuery],
+    mode: Mode,
+    *,
+    exact: bool = False,
+    filters: SearchFilters | None = None,
+) -> tuple[list[float], list[list[SearchHit]]]:
+    """Each query in its own transaction; returns latencies (ms) and hits."""
+    latencies: list[float] = []
+    results: list[list[SearchHit]] = []
+    for query in queries:
+        with conn.transaction():
+            if exact:
+                conn.execute("SET LOCAL enable_indexscan = off")
+            started = time.perf_counter()
+            hits = search_query(conn, query, k=K, mode=mode, filters=filters)
+            latencies.append((time.perf_counter() - started) * 1000)
+        results.append(hits)
+    return latencies, results
+
+
+def report(name: str, latencies: list[float], baseline: list[float] | None) -> None:
+    p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+    line = f"{name:<34} p50 {p50:8.2f} ms   p95 {p95:8.2f} ms"
+    if baseline is not None:
+        line += f"   p50 ratio {p50 / percentile(baseline, 50):.3f}x   p95 ratio {p95 / percentile(baseline, 95):.3f}x"
+    print(line, flush=True)
+
+
+def recall(approx: list[list[SearchHit]], exact: list[list[SearchHit]]) -> float:
+    found = total = 0
+    for a, e in zip(approx, exact, strict=True):
+        truth = {(h.kind, h.ref_id) for h in e}
+        found += len(truth & {(h.kind, h.ref_id) for h in a})
+        total += len(truth)
+    return found / total if total else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=200_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cache", type=Path, help="keep the encoded sentences in this .npy file between runs")
+    args = parser.parse_args()
+    configure_logging(LogConfig(level="warning"))
+    embedder = Embedder(EmbeddingConfig())
+    rng = random.Random(args.seed)
+    base = distinct_sentences(rng, BASE_SENTENCES, set())
+    held_out = distinct_sentences(rng, args.queries, set(base))
+    with timed() as t_encode:
+        if args.cache is not None and args.cache.exists():
+            base_vectors = np.load(args.cache)
+        else:
+            base_vectors = embedder.encode(base)
+            if args.cache is not None:
+                np.save(args.cache, base_vectors)
+    query_vectors: list[Vectors] = []
+    encode_ms: list[float] = []
+    for text in held_out:
+        started = time.perf_counter()
+        query_vectors.append(embedder.encode([text])[0])
+        encode_ms.append((time.perf_counter() - started) * 1000)
+    texts, vectors = make_chunks(base, base_vectors, args.chunks, args.seed)
+    print(
+        f"data: {len(base)} real sentences encoded in {t_encode[0]:.1f} s,"
+        f" {args.chunks} chunks made from them, {len(held_out)} held-out queries",
+        flush=True,
+    )
+    queries = [
+        SearchQuery(text, vec, embedder.name, embedder.dim) for text, vec in zip(held_out, query_vectors, strict=True)
+    ]
+    common = [SearchQuery(re.sub(r"\s*\(\d+\)", "", q.text), q.vector, q.model, q.dim) for q in queries]
+    with server_dsn() as admin, fresh_database(admin) as dsn, psycopg.connect(dsn) as conn:
+        apply_migrations(conn)
+        register_vector(conn)
+        gin = [
+            row[0]
+            for row in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname IN ('messages_tsv', 'summaries_tsv')"
+            )
+        ]
+        conn.execute("DROP INDEX messages_tsv, summaries_tsv")  # built once after the load, not row by row
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.commit()
+        with timed() as t_load:
+            messages, summaries = load(conn, texts, vectors, embedder.name, args.seed)
+            conn.commit()
+        with timed() as t_gin:
+            for indexdef in gin:
+                conn.execute(indexdef)
+            conn.commit()
+        with timed() as t_hnsw:
+            ensure_vector_index(conn, embedder.name, embedder.dim)
+            conn.commit()
+        # VACUUM cannot run in a transaction, and each query below must be
+        # one: `conn.transaction()` in autocommit mode is a real BEGIN/COMMIT.
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE")
+        size = conn.execute(
+            "SELECT pg_size_pretty(pg_relation_size(%s::regclass))", (hnsw_index_name(embedder.name),)
+        ).fetchone()
+        print(
+            f"load: {messages} messages + {summaries} summaries, {args.chunks} chunks, COPY in {t_load[0]:.1f} s,"
+            f" full-text indexes in {t_gin[0]:.1f} s, HNSW index (m=16, ef_construction=128) in {t_hnsw[0]:.1f} s"
+            f" ({size[0] if size else '?'})",
+            flush=True,
+        )
+        with conn.transaction():
+            plan = explain_query(conn, queries[0], k=K)
+        print(
+            f"plan: vector query uses the HNSW index: {f'Index Scan using {hnsw_index_name(embedder.name)}' in plan}",
+            flush=True,
+        )
+        # Warm the caches with a pass of every mode, as a running daemon's server would be.
+        for mode in ("vector", "text", "hybrid"):
+            run_queries(conn, queries, mode)
+        exact_ms, exact_hits = run_queries(conn, queries, "vector", exact=True)
+        vector_ms, vector_hits = run_queries(conn, queries, "vector")
+        text_ms, _ = run_queries(conn, queries, "text")
+        hybrid_ms, _ = run_queries(conn, queries, "hybrid")
+        text_common_ms, _ = run_queries(conn, common, "text")
+        hybrid_common_ms, _ = run_queries(conn, common, "hybrid")
+        month = SearchFilters(since=date(2025, 6, 1), until=date(2025, 6, 30))
+        share = conn.execute(
+            "SELECT avg((c.created_date BETWEEN %s AND %s)::int) FROM embeddings AS e"
+            " JOIN conversations AS c ON c.id = e.conversation_id",
+            (month.since, month.until),
+        ).fetchone()
+        exact_month_ms, exact_month_hits = run_queries(conn, queries, "vector", exact=True, filters=month)
+        vector_month_ms, vector_month_hits = run_queries(conn, queries, "vector", filters=month)
+        hybrid_month_ms, _ = run_queries(conn, queries, "hybrid", filters=month)
+    print(f"k = {K}, hnsw.ef_search = {MIN_EF_SEARCH}, {len(queries)} queries each, warm:")
+    report("exact vector search (baseline)", exact_ms, None)
+    report("vector (HNSW)", vector_ms, exact_ms)
+    report("text", text_ms, exact_ms)
+    report("hybrid", hybrid_ms, exact_ms)
+    report("text, common words only", text_common_ms, exact_ms)
+    report("hybrid, common words only", hybrid_common_ms, exact_ms)
+    print(f"filtered to one month (--since/--until, {float(share[0] if share else 0):.0%} of the chunks):")
+    report("exact vector search (baseline)", exact_month_ms, None)
+    report("vector (HNSW, iterative scan)", vector_month_ms, exact_month_ms)
+    report("hybrid", hybrid_month_ms, exact_month_ms)
+    report("query encoding (model, apart)", encode_ms, None)
+    print(f"recall@{K} of vector search (HNSW) against exact search: {recall(vector_hits, exact_hits):.3f}")
+    print(f"recall@{K}, filtered to one month: {recall(vector_month_hits, exact_month_hits):.3f}")
+    print(f"filtered searches returning fewer than {K} hits: {sum(len(h) < K for h in vector_month_hits)}")
+
+
+if __name__ == "__main__":
+    main()
