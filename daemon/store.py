@@ -519,6 +519,18 @@ def write_embeddings(conn: psycopg.Connection[Any], model: str, rows: Iterable[C
     return count
 
 
+def as_array(value: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """A vector read from the database as a float32 array.
+
+    pgvector-python loads ``vector`` as a numpy array up to 0.3 and as its own
+    ``Vector`` type from 0.4 on; both are accepted (the bench extra's
+    langchain-postgres pins the old one).
+    """
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
 def reusable_vectors(
     conn: psycopg.Connection[Any], model: str, texts: Sequence[PendingText]
 ) -> dict[str, list[tuple[int, int, int, Any]]]:
@@ -543,7 +555,7 @@ def reusable_vectors(
     ).fetchall()
     sets: dict[tuple[int, str], list[tuple[int, int, int, Any]]] = defaultdict(list)
     for source, chash, chunk, start, end, vector in rows:
-        sets[(source, chash)].append((chunk, start, end, vector))
+        sets[(source, chash)].append((chunk, start, end, as_array(vector)))
     found: dict[str, list[tuple[int, int, int, Any]]] = {}
     for (_, chash), chunks in sorted(sets.items()):  # live (0) before cached (1)
         if chash in found:

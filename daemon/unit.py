@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from daemon.config import Config
-from daemon.embed import cache_root
 from daemon.errors import MemorydError
+from daemon.onnx_backend import cache_root
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 

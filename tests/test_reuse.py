@@ -11,7 +11,7 @@ from daemon import embed as embed_module
 from daemon.config import Config
 from daemon.db import Database
 from daemon.embed import Embedder, embed_pending
-from daemon.store import hnsw_index_name
+from daemon.store import as_array, hnsw_index_name
 from daemon.sync import Syncer
 from tests.conftest import write_conversation
 
@@ -25,7 +25,7 @@ def _vectors(db: Database, slug: str) -> list[list[float]]:
             " JOIN conversations c ON c.id = m.conversation_id WHERE c.slug = %s ORDER BY m.seq, e.chunk",
             (slug,),
         ).fetchall()
-    return [list(r[0]) for r in rows]
+    return [as_array(r[0]).tolist() for r in rows]
 
 
 def test_same_text_elsewhere_costs_no_model_call(db: Database, config: Config, embedder: Embedder) -> None:
