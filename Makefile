@@ -19,16 +19,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # First run: seed the watched folders with the examples. Then store and embed
-# what is there, show a search, and run the daemon (Ctrl-C stops it).
-run: $(STAMP)
-	@test -e conversations || cp -r examples/conversations conversations
-	@test -e summaries || cp -r examples/summaries summaries
-	$(BIN)/memoryd ingest
-	$(BIN)/memoryd embed
-	$(BIN)/memoryd search "a poem about a thunderstorm written in code" --k 3
+# what is there, show a search (`make demo` stops there), and run the daemon
+# (Ctrl-C stops it).
+run: demo
 	exec $(BIN)/memoryd watch
 
-# The one-shot half only: store, embed, search, exit.
 demo: $(STAMP)
 	@test -e conversations || cp -r examples/conversations conversations
 	@test -e summaries || cp -r examples/summaries summaries

@@ -11,16 +11,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
-
-from daemon.db import EmbeddedServer
+# Database imports stay inside the functions that need them, so that timing
+# helpers also serve bench/embed.py on a machine without PostgreSQL's client.
 
 
 @contextlib.contextmanager
 def server_dsn() -> Iterator[str]:
     """``MEMORYD_BENCH_DSN`` (a superuser DSN) or a throw-away embedded server."""
+    from daemon.db import EmbeddedServer
+
     if os.environ.get("MEMORYD_BENCH_DSN"):
         yield os.environ["MEMORYD_BENCH_DSN"]
         return
@@ -36,6 +35,10 @@ def server_dsn() -> Iterator[str]:
 @contextlib.contextmanager
 def fresh_database(admin_dsn: str) -> Iterator[str]:
     """An empty database of its own, dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
     name = f"memoryd_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -22,36 +22,23 @@ machine shared with other work is noisy.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import timed
 from bench.generate import write_tree
 from daemon.config import EmbeddingConfig, LogConfig
 from daemon.embed import Embedder, Vectors, cpu_flags, resolve_model_path
 from daemon.log import configure_logging
 from daemon.parse import parse_conversation
 from daemon.summaries import parse_summary_folder
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[list[float]]:
-    """``with timed() as t: ...`` then ``t[0]`` is the elapsed seconds (bench._common's, without its database)."""
-    box: list[float] = []
-    started = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box.append(time.perf_counter() - started)
 
 
 def generated_texts(conversations: int) -> list[str]:
