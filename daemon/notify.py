@@ -31,10 +31,6 @@ class SystemdNotifier:
         self.watchdog_interval_s: float | None = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
         self._last_heartbeat = 0.0
 
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
-
     def notify(self, *lines: str) -> None:
         if self._address is None:
             return
