@@ -1,7 +1,9 @@
 """Search at 200,000 chunks: latency per mode, and recall@10 of the HNSW index.
 
 Baseline: exact vector search, the same query through the same code with
-index scans disabled (a sequential scan computing every distance).  Each
+index scans disabled (a sequential scan computing every distance), on a
+connection of its own that never prepares statements (a plan cached by a
+prepared statement would keep using the index).  Each
 mode's p50/p95 latency is printed with its ratio to the baseline, and
 recall@10 of the vector mode is the overlap of its top 10 hits with the
 exact search's top 10.  Latency is memoryd's own search path
@@ -37,6 +39,7 @@ import argparse
 import random
 import re
 import time
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,7 +55,16 @@ from daemon.config import EmbeddingConfig, LogConfig
 from daemon.db import apply_migrations
 from daemon.embed import Embedder
 from daemon.log import configure_logging
-from daemon.search import MIN_EF_SEARCH, Mode, SearchFilters, SearchHit, SearchQuery, explain_query, search_query
+from daemon.search import (
+    MIN_EF_SEARCH,
+    Mode,
+    SearchFilters,
+    SearchHit,
+    SearchQuery,
+    explain_query,
+    search_query,
+    selects_few_chunks,
+)
 from daemon.store import ensure_vector_index, hnsw_index_name
 
 BASE_SENTENCES = 4_000
@@ -187,7 +199,12 @@ def run_queries(
     exact: bool = False,
     filters: SearchFilters | None = None,
 ) -> tuple[list[float], list[list[SearchHit]]]:
-    """Each query in its own transaction; returns latencies (ms) and hits."""
+    """Each query in its own transaction; returns latencies (ms) and hits.
+
+    ``exact`` needs a connection with ``prepare_threshold=None``: a prepared
+    statement keeps the plan it was prepared with, index scan included.
+    """
+    assert not exact or conn.prepare_threshold is None
     latencies: list[float] = []
     results: list[list[SearchHit]] = []
     for query in queries:
@@ -297,21 +314,23 @@ def main() -> None:
         # Warm the caches with a pass of every mode, as a running daemon's server would be.
         for mode in ("vector", "text", "hybrid"):
             run_queries(conn, queries, mode)
-        exact_ms, exact_hits = run_queries(conn, queries, "vector", exact=True)
+        exact_conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
+        register_vector(exact_conn)
+        exact_ms, exact_hits = run_queries(exact_conn, queries, "vector", exact=True)
         vector_ms, vector_hits = run_queries(conn, queries, "vector")
         text_ms, _ = run_queries(conn, queries, "text")
         hybrid_ms, _ = run_queries(conn, queries, "hybrid")
         text_common_ms, _ = run_queries(conn, common, "text")
         hybrid_common_ms, _ = run_queries(conn, common, "hybrid")
-        month = SearchFilters(since=date(2025, 6, 1), until=date(2025, 6, 30))
-        share = conn.execute(
-            "SELECT avg((c.created_date BETWEEN %s AND %s)::int) FROM embeddings AS e"
-            " JOIN conversations AS c ON c.id = e.conversation_id",
-            (month.since, month.until),
-        ).fetchone()
-        exact_month_ms, exact_month_hits = run_queries(conn, queries, "vector", exact=True, filters=month)
-        vector_month_ms, vector_month_hits = run_queries(conn, queries, "vector", filters=month)
-        hybrid_month_ms, _ = run_queries(conn, queries, "hybrid", filters=month)
+        filtered = [
+            run_filtered(conn, exact_conn, queries, name, filters)
+            for name, filters in (
+                ("one month (--since/--until)", SearchFilters(since=date(2025, 6, 1), until=date(2025, 6, 30))),
+                ("one day (--since/--until)", SearchFilters(since=date(2025, 6, 2), until=date(2025, 6, 2))),
+                ("summaries (--level 1)", SearchFilters(level=1)),
+            )
+        ]
+        exact_conn.close()
     print(f"k = {K}, hnsw.ef_search = {MIN_EF_SEARCH}, {len(queries)} queries each, warm:")
     report("exact vector search (baseline)", exact_ms, None)
     report("vector (HNSW)", vector_ms, exact_ms)
@@ -319,14 +338,58 @@ def main() -> None:
     report("hybrid", hybrid_ms, exact_ms)
     report("text, common words only", text_common_ms, exact_ms)
     report("hybrid, common words only", hybrid_common_ms, exact_ms)
-    print(f"filtered to one month (--since/--until, {float(share[0] if share else 0):.0%} of the chunks):")
-    report("exact vector search (baseline)", exact_month_ms, None)
-    report("vector (HNSW, iterative scan)", vector_month_ms, exact_month_ms)
-    report("hybrid", hybrid_month_ms, exact_month_ms)
+    for result in filtered:
+        print(
+            f"filtered to {result.name}, {result.share:.1%} of the chunks"
+            f" ({'exact' if result.exact else 'HNSW with iterative scans'}):"
+        )
+        report("exact vector search (baseline)", result.exact_ms, None)
+        report("vector", result.vector_ms, result.exact_ms)
+        report("hybrid", result.hybrid_ms, result.exact_ms)
+        print(
+            f"    recall@{K} {recall(result.vector_hits, result.exact_hits):.3f};"
+            f" searches returning fewer than {K} hits: {sum(len(h) < K for h in result.vector_hits)}"
+            f" (exact: {sum(len(h) < K for h in result.exact_hits)})"
+        )
     report("query encoding (model, apart)", encode_ms, None)
     print(f"recall@{K} of vector search (HNSW) against exact search: {recall(vector_hits, exact_hits):.3f}")
-    print(f"recall@{K}, filtered to one month: {recall(vector_month_hits, exact_month_hits):.3f}")
-    print(f"filtered searches returning fewer than {K} hits: {sum(len(h) < K for h in vector_month_hits)}")
+
+
+@dataclass
+class Filtered:
+    name: str
+    share: float  # of the chunks the filter keeps
+    exact: bool  # whether memoryd searches it exactly (search.selects_few_chunks)
+    exact_ms: list[float]
+    exact_hits: list[list[SearchHit]]
+    vector_ms: list[float]
+    vector_hits: list[list[SearchHit]]
+    hybrid_ms: list[float]
+
+
+def run_filtered(
+    conn: psycopg.Connection[Any],
+    exact_conn: psycopg.Connection[Any],
+    queries: list[SearchQuery],
+    name: str,
+    filters: SearchFilters,
+) -> Filtered:
+    """One filter: exact baseline, vector and hybrid, after a warm-up pass."""
+    row = conn.execute(
+        "SELECT avg((c.created_date BETWEEN COALESCE(%(since)s, '-infinity'::date)"
+        " AND COALESCE(%(until)s, 'infinity'::date) AND (%(level)s::int IS NULL OR s.level = %(level)s))::int)"
+        " FROM embeddings AS e JOIN conversations AS c ON c.id = e.conversation_id"
+        " LEFT JOIN summaries AS s ON s.id = e.summary_id",
+        {"since": filters.since, "until": filters.until, "level": filters.level},
+    ).fetchone()
+    with conn.transaction():
+        exact = selects_few_chunks(conn, filters)
+    run_queries(conn, queries, "vector", filters=filters)
+    exact_ms, exact_hits = run_queries(exact_conn, queries, "vector", exact=True, filters=filters)
+    vector_ms, vector_hits = run_queries(conn, queries, "vector", filters=filters)
+    hybrid_ms, _ = run_queries(conn, queries, "hybrid", filters=filters)
+    share = float(row[0]) if row and row[0] is not None else 0.0
+    return Filtered(name, share, exact, exact_ms, exact_hits, vector_ms, vector_hits, hybrid_ms)
 
 
 if __name__ == "__main__":

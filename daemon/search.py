@@ -15,9 +15,20 @@
   ``TEXT_COMMON_ROWS``) has no text list.
 
 Filters (slug, role, summary level, dates, kind) are applied inside both
-scans.  The vector scan uses pgvector's iterative index scans, so a
-selective filter still returns k results instead of the few that happened to
-be among the first candidates; the text scan filters before it limits.
+scans.  The vector scan has two strategies:
+
+- through the HNSW index, with pgvector's iterative index scans, so a
+  filter still returns k results instead of the few that happened to be
+  among the first candidates;
+- exact: every chunk the filter selects, found through the B-tree indexes,
+  sorted by distance.  It is taken when a slug or date filter selects at most
+  EXACT_MAX_CHUNKS chunks (a day out of a year: the index would have to walk
+  most of its graph to find them, about 200 ms at 200,000 chunks, against a
+  few ms), and when the index scan comes back short because it stopped at
+  ``hnsw.max_scan_tuples`` before finding k matching chunks (a rare role or
+  summary level).
+
+The text scan filters before it limits.
 """
 
 from __future__ import annotations
@@ -51,6 +62,11 @@ MIN_EF_SEARCH = 100
 MAX_EF_SEARCH = 1000  # pgvector's limit
 # Chunks scanned at most when a few long texts crowd the vector candidates.
 MAX_VECTOR_CANDIDATES = 10_000
+# A slug or date filter selecting at most this many chunks is searched
+# exactly.  Measured at 200,000 chunks (bench/search.py, 2-core CPU): exact
+# distances over 10,000 chunks fetched by conversation take about as long as
+# an iterative index scan for a filter that keeps 5% of the chunks.
+EXACT_MAX_CHUNKS = 10_000
 # A query word found in more rows than this (estimated from the planner's
 # statistics of the tsvector columns) is too common to select candidates by
 # itself: ranking every row it matches would cost tens of milliseconds and
@@ -244,54 +260,128 @@ def _conversation_conditions(
     return conditions, params
 
 
-def _nearest_query(model: str, dim: int, filters: SearchFilters) -> tuple[sql.Composed, dict[str, Any]]:
-    """The candidate scan, shaped so the planner uses the model's partial HNSW index.
+def _nearest_query(model: str, dim: int, filters: SearchFilters, *, exact: bool) -> tuple[sql.Composed, dict[str, Any]]:
+    """The candidate scan: through the model's partial HNSW index, or ``exact``.
 
-    The index predicate and cast are literals (a bind parameter cannot prove a
-    partial index applies); filters are per-row conditions of the index scan.
-    The scan's chunks are merged per message or summary (its closest chunk),
-    and re-sorted: iterative scans in ``relaxed_order`` may return them
-    slightly out of order.  The last column counts the chunks scanned, so the
-    caller can tell a short list from an exhausted one.
+    Through the index, the index predicate and cast are literals (a bind
+    parameter cannot prove a partial index applies) and filters are per-row
+    conditions of the index scan.  Exact, the filtered chunks are gathered
+    first (a materialized CTE: no HNSW order to follow) and then sorted.
+    Either way the chunks are merged per message or summary (its closest
+    chunk), and re-sorted: iterative scans in ``relaxed_order`` may return
+    them slightly out of order.  The last column counts the chunks scanned,
+    so the caller can tell a short list from an exhausted one.
     """
-    conditions, params = _conversation_conditions(filters, sql.SQL("e.conversation_id"))
-    conditions.insert(0, sql.SQL("e.model = {}").format(sql.Literal(model)))
-    if filters.role is not None:
-        conditions.append(sql.SQL("(SELECT m.role FROM messages AS m WHERE m.id = e.message_id) = %(role)s"))
-        params["role"] = filters.role
-    if filters.level is not None:
-        conditions.append(sql.SQL("(SELECT s.level FROM summaries AS s WHERE s.id = e.summary_id) = %(level)s"))
-        params["level"] = filters.level
-    kind = filters.effective_kind
-    if kind is not None:
+    params: dict[str, Any] = {}
+    conditions: list[sql.Composable] = [sql.SQL("e.model = {}").format(sql.Literal(model))]
+    if exact:
+        conditions.extend(_exact_conditions(filters, params))
+    else:
+        conversation, extra = _conversation_conditions(filters, sql.SQL("e.conversation_id"))
+        conditions.extend(conversation)
+        params.update(extra)
+        if filters.role is not None:
+            conditions.append(sql.SQL("(SELECT m.role FROM messages AS m WHERE m.id = e.message_id) = %(role)s"))
+        if filters.level is not None:
+            conditions.append(sql.SQL("(SELECT s.level FROM summaries AS s WHERE s.id = e.summary_id) = %(level)s"))
+    params.update(role=filters.role, level=filters.level)
+    # A role or level already implies the kind; saying it again would let the
+    # planner prefer the (ref_type, ...) B-tree to the HNSW index.
+    if filters.kind is not None and filters.role is None and filters.level is None:
         conditions.append(sql.SQL("e.ref_type = %(kind)s"))
-        params["kind"] = kind
+        params["kind"] = filters.kind
     distance = sql.SQL("(e.vector::vector({dim})) <=> %(query)s::vector({dim})").format(dim=sql.Literal(dim))
-    query = sql.SQL(
-        "WITH candidates AS MATERIALIZED ("
-        " SELECT e.ref_type, COALESCE(e.message_id, e.summary_id) AS ref_id, e.chunk_start, e.chunk_end,"
+    select = sql.SQL(
+        "SELECT e.ref_type, COALESCE(e.message_id, e.summary_id) AS ref_id, e.chunk_start, e.chunk_end,"
         " {distance} AS distance FROM embeddings AS e WHERE {conditions}"
-        " ORDER BY {distance} LIMIT %(candidates)s),"
+    ).format(distance=distance, conditions=sql.SQL(" AND ").join(conditions))
+    if exact:
+        scan = sql.SQL(
+            "matching AS MATERIALIZED ({select}),"
+            " candidates AS MATERIALIZED (SELECT * FROM matching ORDER BY distance LIMIT %(candidates)s)"
+        ).format(select=select)
+    else:
+        scan = sql.SQL("candidates AS MATERIALIZED ({select} ORDER BY {distance} LIMIT %(candidates)s)").format(
+            select=select, distance=distance
+        )
+    query = sql.SQL(
+        "WITH {scan},"
         " best AS (SELECT DISTINCT ON (ref_type, ref_id) * FROM candidates ORDER BY ref_type, ref_id, distance)"
         " SELECT ref_type, ref_id, 1 - distance, chunk_start, chunk_end, (SELECT count(*) FROM candidates)"
         " FROM best ORDER BY distance, ref_type, ref_id"
-    ).format(distance=distance, conditions=sql.SQL(" AND ").join(conditions))
+    ).format(scan=scan)
     return query, params
 
 
+def _exact_conditions(filters: SearchFilters, params: dict[str, Any]) -> list[sql.Composable]:
+    """The filters as conditions the B-tree indexes of ``embeddings`` can serve.
+
+    Conversations (slugs, dates) select chunks by ``conversation_id``.  A role
+    or level is then a per-row check of the few chunks left; without a
+    conversation filter, it selects its messages or summaries first, by id.
+    """
+    conversation: list[sql.Composable] = []
+    if filters.slugs:
+        conversation.append(sql.SQL("c.slug = ANY(%(slugs)s)"))
+        params["slugs"] = list(filters.slugs)
+    if filters.since is not None:
+        conversation.append(sql.SQL("c.created_date >= %(since)s"))
+        params["since"] = filters.since
+    if filters.until is not None:
+        conversation.append(sql.SQL("c.created_date <= %(until)s"))
+        params["until"] = filters.until
+    conditions: list[sql.Composable] = []
+    if conversation:
+        conditions.append(
+            sql.SQL("e.conversation_id = ANY(ARRAY(SELECT c.id FROM conversations AS c WHERE {}))").format(
+                sql.SQL(" AND ").join(conversation)
+            )
+        )
+        role = sql.SQL("(SELECT m.role FROM messages AS m WHERE m.id = e.message_id) = %(role)s")
+        level = sql.SQL("(SELECT s.level FROM summaries AS s WHERE s.id = e.summary_id) = %(level)s")
+    else:
+        role = sql.SQL("e.message_id = ANY(ARRAY(SELECT m.id FROM messages AS m WHERE m.role = %(role)s))")
+        level = sql.SQL("e.summary_id = ANY(ARRAY(SELECT s.id FROM summaries AS s WHERE s.level = %(level)s))")
+    if filters.role is not None:
+        conditions.append(role)
+    if filters.level is not None:
+        conditions.append(level)
+    return conditions
+
+
+def selects_few_chunks(conn: psycopg.Connection[Any], filters: SearchFilters) -> bool:
+    """Whether the slug and date filters leave at most EXACT_MAX_CHUNKS chunks (counted, up to one more)."""
+    if not filters.slugs and filters.since is None and filters.until is None:
+        return False
+    params: dict[str, Any] = {"cap": EXACT_MAX_CHUNKS + 1}
+    conditions = _exact_conditions(SearchFilters(filters.slugs, since=filters.since, until=filters.until), params)
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM (SELECT FROM embeddings AS e WHERE {} LIMIT %(cap)s) AS n").format(
+            sql.SQL(" AND ").join(conditions)
+        ),
+        params,
+    ).fetchone()
+    return row is not None and int(row[0]) <= EXACT_MAX_CHUNKS
+
+
 def _prepare_vector(
-    conn: psycopg.Connection[Any], query: SearchQuery, filters: SearchFilters, candidates: int
+    conn: psycopg.Connection[Any], query: SearchQuery, filters: SearchFilters, candidates: int, *, exact: bool
 ) -> tuple[sql.Composed, dict[str, Any]]:
     if query.vector is None:
         raise ValueError("vector search needs the query's vector")
-    # Settings last until the end of the caller's transaction only.
-    conn.execute(
-        "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-        (str(min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, candidates))),),
-    )
-    sql_query, params = _nearest_query(query.model, query.dim, filters)
+    if not exact:
+        # Settings last until the end of the caller's transaction only.
+        conn.execute(
+            "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+            (str(min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, candidates))),),
+        )
+    sql_query, params = _nearest_query(query.model, query.dim, filters, exact=exact)
     params.update(query=query.vector, candidates=candidates)
     return sql_query, params
+
+
+def _filtered(filters: SearchFilters) -> bool:
+    return filters != SearchFilters()
 
 
 def vector_candidates(
@@ -301,12 +391,17 @@ def vector_candidates(
 
     ``candidates`` chunks are scanned; when they merge into fewer than ``k``
     texts (one long message can fill the list with its chunks) and more
-    chunks exist, the scan is repeated four times longer.
+    chunks exist, the scan is repeated four times longer.  A filtered index
+    scan that ends short is done again exactly (see the module's docstring).
     """
+    exact = selects_few_chunks(conn, filters)
     while True:
-        sql_query, params = _prepare_vector(conn, query, filters, candidates)
+        sql_query, params = _prepare_vector(conn, query, filters, candidates, exact=exact)
         rows = conn.execute(sql_query, params).fetchall()
         scanned = int(rows[0][5]) if rows else 0
+        if len(rows) < k and scanned < candidates and not exact and _filtered(filters):
+            exact = True  # the index scan may have given up (hnsw.max_scan_tuples): ask exactly
+            continue
         if len(rows) >= k or scanned < candidates or candidates >= MAX_VECTOR_CANDIDATES:
             return [
                 Candidate(kind, int(ref_id), float(score), start, end) for kind, ref_id, score, start, end, _ in rows
@@ -326,7 +421,9 @@ def explain_query(
     conn: psycopg.Connection[Any], query: SearchQuery, *, k: int = 10, filters: SearchFilters | None = None
 ) -> str:
     """:func:`explain` with the query already embedded."""
-    sql_query, params = _prepare_vector(conn, query, filters or SearchFilters(), max(40, 4 * k))
+    filters = filters or SearchFilters()
+    exact = selects_few_chunks(conn, filters)
+    sql_query, params = _prepare_vector(conn, query, filters, max(40, 4 * k), exact=exact)
     rows = conn.execute(sql.SQL("EXPLAIN ") + sql_query, params).fetchall()
     return "\n".join(row[0] for row in rows)
 

@@ -5,14 +5,28 @@ from __future__ import annotations
 import random
 from datetime import date
 
+import numpy as np
 import psycopg
 import pytest
 
+from daemon import search as search_module
 from daemon.config import Config
 from daemon.db import Database
 from daemon.embed import Embedder, embed_pending
-from daemon.search import MODES, Candidate, Mode, SearchFilters, SearchHit, explain, fuse, search
-from daemon.store import hnsw_index_name
+from daemon.search import (
+    MODES,
+    Candidate,
+    Mode,
+    SearchFilters,
+    SearchHit,
+    SearchQuery,
+    explain,
+    explain_query,
+    fuse,
+    search,
+    search_query,
+)
+from daemon.store import ChunkVector, claim_pending, ensure_vector_index, hnsw_index_name, write_embeddings
 from daemon.sync import Syncer
 from tests.conftest import write_conversation, write_summaries
 
@@ -366,6 +380,81 @@ def test_selective_filter_fills_k_through_the_hnsw_index(db: Database, config: C
         plan, hits = db.run(forced, mode)
         assert f"Index Scan using {hnsw_index_name(embedder.name)}" in plan
         assert len(hits) == 3 and {h.role for h in hits} == {"user"}, mode
+
+
+def test_index_scan_stopped_short_is_done_again_exactly(db: Database, config: Config) -> None:
+    """An iterative scan that gives up at hnsw.max_scan_tuples before finding k matches is redone exactly.
+
+    3,000 assistant messages sit near the query and 3 user messages at its
+    antipode (synthetic vectors: the model is not needed to shape the graph).
+    Capped at 200 tuples, the index scan stops among the assistants.
+    """
+    model, dim = "test-synthetic", 384
+    rng = np.random.default_rng(11)
+    query = np.zeros(dim, dtype=np.float32)
+    query[0] = 1.0
+    turns = [("assistant", f"Note {n} about the garden.") for n in range(3000)]
+    turns += [("user", f"Question {n} about the weather.") for n in range(3)]
+    write_conversation(config.paths.conversations, "2025-04-01__crowded", turns)
+    Syncer(db, config).reconcile()
+
+    def synthetic_vectors(conn: psycopg.Connection[object]) -> None:
+        rows = []
+        for text in claim_pending(conn, model, 10_000):
+            side = -1.0 if text.content.startswith("Question") else 1.0
+            vector = side * query + 0.4 * rng.standard_normal(dim).astype(np.float32)
+            rows.append(ChunkVector(text, 0, 0, len(text.content), vector / np.linalg.norm(vector)))
+        write_embeddings(conn, model, rows)
+        ensure_vector_index(conn, model, dim)
+        conn.execute("ANALYZE embeddings, messages")
+
+    db.run(synthetic_vectors)
+
+    def capped(conn: psycopg.Connection[object], cap: int) -> tuple[str, list[SearchHit], list[bool]]:
+        # A small table: without these, sorting all its rows is the cheapest plan.
+        conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")
+        conn.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", (str(cap),))
+        sought = SearchQuery("weather", query, model, dim)
+        filters = SearchFilters(role="user")
+        plan = explain_query(conn, sought, k=3, filters=filters)
+        started = len(queries_run)
+        hits = search_query(conn, sought, k=3, filters=filters, mode="vector")
+        return plan, hits, queries_run[started:]
+
+    queries_run: list[bool] = []
+    original = search_module._prepare_vector
+
+    def recording(*args: object, exact: bool) -> object:
+        queries_run.append(exact)
+        return original(*args, exact=exact)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search_module, "_prepare_vector", recording)
+        plan, hits, tries = db.run(capped, 200)
+    assert f"Index Scan using {hnsw_index_name(model)}" in plan
+    assert tries == [False, True]  # through the index, which came back short, then exactly
+    assert len(hits) == 3 and {h.role for h in hits} == {"user"}
+
+
+@pytest.mark.usefixtures("kiwis")
+def test_narrow_conversation_filter_is_searched_exactly(
+    db: Database, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slug or date filter selecting few chunks skips the HNSW index; above the limit it uses it; same hits."""
+    one_day = SearchFilters(since=date(2025, 2, 10), until=date(2025, 2, 10), role="user")
+
+    def run(conn: psycopg.Connection[object]) -> tuple[str, list[SearchHit]]:
+        conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
+        plan = explain(conn, embedder, "kiwi harvest", k=3, filters=one_day)
+        return plan, search(conn, embedder, "kiwi harvest", k=3, filters=one_day, mode="vector")
+
+    exact_plan, exact_hits = db.run(run)
+    assert "hnsw" not in exact_plan and "embeddings_conversation" in exact_plan
+    monkeypatch.setattr(search_module, "EXACT_MAX_CHUNKS", 5)  # the filter keeps 7 chunks
+    index_plan, index_hits = db.run(run)
+    assert f"Index Scan using {hnsw_index_name(embedder.name)}" in index_plan
+    assert len(exact_hits) == 2 and {(h.slug, h.role) for h in exact_hits} == {("2025-02-10__kiwi_1", "user")}
+    assert [(h.kind, h.ref_id) for h in exact_hits] == [(h.kind, h.ref_id) for h in index_hits]
 
 
 # -- full-text index limits ------------------------------------------------------
