@@ -377,7 +377,8 @@ def run_filtered(
     """One filter: exact baseline, vector and hybrid, after a warm-up pass."""
     row = conn.execute(
         "SELECT avg((c.created_date BETWEEN COALESCE(%(since)s, '-infinity'::date)"
-        " AND COALESCE(%(until)s, 'infinity'::date) AND (%(level)s::int IS NULL OR s.level = %(level)s))::int)"
+        " AND COALESCE(%(until)s, 'infinity'::date)"
+        " AND (%(level)s::int IS NULL OR s.level IS NOT DISTINCT FROM %(level)s))::int)"
         " FROM embeddings AS e JOIN conversations AS c ON c.id = e.conversation_id"
         " LEFT JOIN summaries AS s ON s.id = e.summary_id",
         {"since": filters.since, "until": filters.until, "level": filters.level},

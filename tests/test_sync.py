@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from dataclasses import replace
 from typing import Any
 
 import psycopg
 import pytest
 
+from daemon import store, sync
 from daemon.config import Config
 from daemon.db import Database
 from daemon.sync import Syncer
@@ -54,6 +57,52 @@ def test_reconcile_stores_tree(db: Database, config: Config) -> None:
         ).fetchone()
     assert counts == (3, 6, 1)
     assert row == ("conv 1", "2025-01-02")
+
+
+def test_bulk_batches_are_stored_in_parallel(db: Database, config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of new slugs go in on several connections at once; each slug is stored once, in full.
+
+    Batches of 3, 3 workers; two slugs are broken (one malformed transcript,
+    one summary file that does not parse) and take the slug-by-slug path.
+    """
+    for i in range(20):
+        write_conversation(
+            config.paths.conversations,
+            f"2025-02-{i + 1:02d}__bulk_{i}",
+            [("user", f"question {i}"), ("assistant", f"answer {i}"), ("user", f"thanks {i}")],
+        )
+        write_summaries(
+            config.paths.summaries,
+            f"2025-02-{i + 1:02d}__bulk_{i}",
+            [{"level": 1, "covers": [0, 1], "content": f"s{i}"}],
+        )
+    (config.paths.conversations / "2025-02-05__bulk_4" / "messages.jsonl").write_text("{not json\n", encoding="utf-8")
+    (config.paths.summaries / "2025-02-09__bulk_8" / "summaries.jsonl").write_text("[oops\n", encoding="utf-8")
+    monkeypatch.setattr(sync, "BULK_BATCH", 3)
+    monkeypatch.setattr(sync, "bulk_workers", lambda db: 3)
+    threads: set[str] = set()
+    original = store.insert_new_slugs
+
+    def recording(conn: psycopg.Connection[Any], items: Any) -> list[str]:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.05)  # long enough for the batches to overlap
+        return original(conn, items)
+
+    monkeypatch.setattr(store, "insert_new_slugs", recording)
+    progress: list[int] = []
+    report = Syncer(db, config).reconcile(progress=lambda done, total: progress.append(done))
+    assert len(threads) > 1 and all(name.startswith("memoryd-bulk") for name in threads)
+    assert progress == list(range(1, 21))
+    assert (report.checked, report.synced, report.failed) == (20, 20, 0)
+    with db.connection() as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM conversations), (SELECT count(DISTINCT slug) FROM conversations),"
+            " (SELECT count(*) FROM messages), (SELECT count(*) FROM summaries), (SELECT count(*) FROM folder_state),"
+            " (SELECT array_agg(DISTINCT slug ORDER BY slug) FROM ingest_errors)"
+        ).fetchone()
+    # The broken transcript stores nothing; the broken summary file leaves its conversation stored.
+    assert counts == (19, 19, 57, 18, 20, ["2025-02-05__bulk_4", "2025-02-09__bulk_8"])
+    assert Syncer(db, config).slugs_to_sync() == []
 
 
 def test_second_ingest_of_unchanged_tree_writes_nothing(db: Database, config: Config) -> None:
