@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +73,7 @@ def onnx_backend(model: Any, path: Path, *, quantized: bool) -> OnnxBackend:
     try:
         folder = _onnx_cache_dir(path)
         folder.mkdir(parents=True, exist_ok=True)
+        prune_stale_builds(folder)
         return OnnxBackend(_onnx_file(model, folder, quantized=quantized))
     except OSError as exc:  # no writable cache (read-only home...): build in a temporary folder
         log.warning("onnx_cache_unavailable", error=str(exc))
@@ -98,6 +100,29 @@ def model_key(model_path: Path, *extra: object) -> str:
     )
     material = repr((str(resolved), files, _ONNX_RECIPE, *extra))
     return f"{resolved.name}-{hashlib.sha256(material.encode()).hexdigest()[:16]}"
+
+
+# A build folder unused this long is removed: each is about 150 MB, and a
+# library upgrade or a new model leaves the old one behind.  Not removed at
+# once, because two installs (two virtualenvs) may share the cache.
+STALE_BUILD_DAYS = 30
+
+
+def prune_stale_builds(current: Path, *, older_than_days: float = STALE_BUILD_DAYS) -> list[Path]:
+    """Mark ``current`` as used now and remove its sibling builds unused for ``older_than_days``."""
+    os.utime(current)
+    cutoff = time.time() - older_than_days * 86_400
+    removed: list[Path] = []
+    for sibling in current.parent.iterdir():
+        try:
+            stale = sibling != current and sibling.is_dir() and sibling.stat().st_mtime < cutoff
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(sibling, ignore_errors=True)
+            removed.append(sibling)
+            log.info("onnx_cache_pruned", path=str(sibling), unused_days=older_than_days)
+    return removed
 
 
 def _onnx_cache_dir(model_path: Path) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from daemon.config import Config, EmbeddingConfig
 from daemon.db import Database
 from daemon.embed import Capabilities, Embedder, embed_pending, length_batches, precision_candidates
 from daemon.errors import EmbedError
+from daemon.onnx_backend import prune_stale_builds
 from daemon.store import count_pending
 from daemon.sync import Syncer
 from tests.conftest import write_conversation, write_summaries
@@ -261,3 +264,19 @@ def test_length_batches_do_not_pad_short_texts_to_long_ones() -> None:
     cuts = length_batches(lengths, 64)
     padded = sum(lengths[first] * (end - first) for first, end in cuts)
     assert padded <= 1.05 * sum(lengths)
+
+
+def test_stale_onnx_builds_are_pruned(tmp_path: Path) -> None:
+    """Builds unused for 30 days go (a library upgrade leaves one behind); recent ones and the current stay."""
+    builds = tmp_path / "onnx"
+    current, recent, stale = (builds / name for name in ("model-current", "model-recent", "model-stale"))
+    for folder in (current, recent, stale):
+        folder.mkdir(parents=True)
+        (folder / "int8.onnx").write_bytes(b"x")
+    month_ago = time.time() - 31 * 86_400
+    os.utime(stale, (month_ago, month_ago))
+    os.utime(current, (month_ago, month_ago))  # old, but in use now
+    os.utime(recent, (time.time() - 86_400,) * 2)
+    assert prune_stale_builds(current) == [stale]
+    assert sorted(p.name for p in builds.iterdir()) == ["model-current", "model-recent"]
+    assert current.stat().st_mtime > month_ago + 30 * 86_400  # marked as used
