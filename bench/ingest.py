@@ -12,7 +12,10 @@ vectors on the same server, without running any model:
   parameters), no index (its default).
 
 Also measured: writing the same vectors into a table whose HNSW index
-already exists (what a bulk load would cost without deferring the index).
+already exists (what a bulk load would cost without deferring the index),
+and the floor: one binary COPY of the same texts and vectors into two bare
+tables (no index, no full text, no parsing), the least any storing of this
+data can cost on this server.
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python -m bench.ingest [--messages 100000]
@@ -102,6 +105,31 @@ def langchain_load(dsn: str, texts: list[str], table: np.ndarray[Any, np.dtype[n
         store.add_embeddings(chunk, [vector_for(t, table).tolist() for t in chunk])
 
 
+def copy_floor(dsn: str, texts: list[str], table: np.ndarray[Any, np.dtype[np.float32]]) -> float:
+    """Seconds for one binary COPY of the texts and their vectors into bare tables: no index, no full text."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(dsn) as conn:
+        register_vector(conn)
+        conn.execute(
+            "CREATE TABLE floor_texts (id int8, conversation int8, seq int4, content text);"
+            f" CREATE TABLE floor_vectors (id int8, vector vector({DIM}))"
+        )
+        conn.commit()
+        with timed() as t, conn.cursor() as cur:
+            with cur.copy("COPY floor_texts FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "int8", "int4", "text"])
+                for n, text in enumerate(texts):
+                    copy.write_row((n, n // PER_CONVERSATION, n % PER_CONVERSATION, text))
+            with cur.copy("COPY floor_vectors FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "vector"])
+                for n, text in enumerate(texts):
+                    copy.write_row((n, vector_for(text, table)))
+            conn.commit()
+    return t[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000)
@@ -138,6 +166,7 @@ def main() -> None:
 
             with timed() as t_lc:
                 langchain_load(dsn_lc, texts, table)
+            t_floor = copy_floor(dsn_lc, texts, table)
 
     ours = t_store[0] + t_vectors[0]
     n = len(texts)
@@ -149,6 +178,10 @@ def main() -> None:
     print(
         f"baseline:  langchain-postgres PGVector.add_embeddings {t_lc[0]:6.1f} s  -> {n / t_lc[0]:8.0f} messages/s"
         f"   speed ratio {t_lc[0] / ours:.1f}x"
+    )
+    print(
+        f"floor:     one binary COPY of the same texts and vectors into bare tables {t_floor:6.1f} s"
+        f"  -> {n / t_floor:8.0f} messages/s   (langchain-postgres / floor: {t_lc[0] / t_floor:.1f}x)"
     )
     load_then_index = t_vectors[0] + t_index[0]
     print(
