@@ -554,8 +554,12 @@ def embed_pending(
         if progress is not None:
             progress(done)
     report.seconds = time.monotonic() - started
-    if bulk:
+    if bulk and should_stop():
+        # A build takes minutes; the next run builds it (_prepare_index), searches are exact until then.
+        log.info("vector_index_deferred", model=embedder.name)
+    elif bulk:
         index_started = time.monotonic()
+        log.info("vector_index_building", model=embedder.name, chunks=report.chunks)
         db.run(ensure_vector_index, embedder.name, embedder.dim)
         log.info("vector_index_built", model=embedder.name, seconds=round(time.monotonic() - index_started, 1))
     if report.texts:
