@@ -252,10 +252,12 @@ class Database:
     """A connection pool on the configured (or embedded) server.
 
     Use as a context manager: it starts the embedded server if needed and
-    closes everything on exit.
+    closes everything on exit.  Six connections at most: up to four bulk
+    writers during a first import (``sync.bulk_workers``), the reconciling
+    thread and the daemon's embedder; idle ones are closed by the pool.
     """
 
-    def __init__(self, config: DatabaseConfig, *, retry: RetryPolicy | None = None, max_connections: int = 4) -> None:
+    def __init__(self, config: DatabaseConfig, *, retry: RetryPolicy | None = None, max_connections: int = 6) -> None:
         self.config = config
         self.embedded = EmbeddedServer(config.data_dir) if not config.dsn else None
         self.retry = retry or RetryPolicy()

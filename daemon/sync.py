@@ -43,9 +43,14 @@ MAX_BULK_WORKERS = 4
 
 
 def bulk_workers(db: Database) -> int:
-    """Connections that insert new slugs in parallel: one per CPU we may use, within the pool."""
+    """Connections that insert new slugs in parallel: one per CPU we may use, within the pool.
+
+    Two of the pool's connections stay free, for the slug-by-slug syncs of
+    the reconciling thread and for the daemon's embedder thread: a caller
+    waiting seconds for a connection would be taken for a database outage.
+    """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, MAX_BULK_WORKERS, db.max_connections - 1))
+    return max(1, min(cpus, MAX_BULK_WORKERS, db.max_connections - 2))
 
 
 def is_slug_name(name: str) -> bool:
