@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from daemon import store, sync
 from daemon.config import Config
 from daemon.db import Database, EmbeddedServer
-from daemon.embed import Embedder
+from daemon.embed import Embedder, embed_pending
 from daemon.search import search
 from daemon.service import Daemon
+from daemon.sync import Syncer
 from tests.conftest import write_conversation, write_summaries
 from tests.daemon_helpers import database_mismatch, fast_config, running_daemon, wait_for, write_stream_conversation
 
@@ -162,6 +164,41 @@ def test_survives_postgres_sigkill(owner: str, config: Config, pg_data_dir: Path
         events = [e["event"] for e in logs]
         assert events.count("db_unavailable") >= 1
         assert "db_recovered" in events
+    finally:
+        server.stop()
+
+
+def test_parallel_bulk_store_survives_postgres_sigkill(
+    config: Config, pg_data_dir: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL SIGKILLed while bulk batches are stored on two connections: each is retried, none lost or doubled."""
+    server = EmbeddedServer(pg_data_dir)
+    server.start()
+    try:
+        config = fast_config(replace(config, database=replace(config.database, dsn=None, data_dir=pg_data_dir)))
+        for n in range(24):
+            write_stream_conversation(config.paths.conversations, n)
+        monkeypatch.setattr(sync, "BULK_BATCH", 3)
+        monkeypatch.setattr(sync, "bulk_workers", lambda db: 2)
+        calls: list[int] = []
+        original = store.insert_new_slugs
+
+        def killing(conn: Any, items: Any) -> list[str]:
+            calls.append(len(items))
+            if len(calls) == 3:
+                _kill_postmaster(server)  # this batch fails with the server, another may be in flight
+            return original(conn, items)
+
+        monkeypatch.setattr(store, "insert_new_slugs", killing)
+        with capture_logs() as logs, Database(config.database) as db:
+            report = Syncer(db, config).reconcile()
+            embed_pending(db, embedder)
+            mismatch = database_mismatch(db.dsn, config, embedder.name)  # while the restarted server runs
+        assert mismatch is None
+        assert (report.checked, report.synced, report.failed) == (24, 24, 0)
+        assert len(calls) > 8  # 8 batches, and at least one retried
+        events = [e["event"] for e in logs]
+        assert "db_unavailable" in events and "db_recovered" in events
     finally:
         server.stop()
 
