@@ -32,6 +32,7 @@ from daemon.errors import EmbedError
 from daemon.onnx_backend import cache_root, model_key, onnx_backend, onnx_unavailable
 from daemon.store import (
     ChunkVector,
+    ClaimCursor,
     PendingText,
     claim_pending,
     count_pending,
@@ -544,10 +545,15 @@ def embed_pending(
     limit = texts_per_transaction or max(embedder.config.batch_size, 16)
     bulk = db.run(_prepare_index, embedder.name, embedder.dim)
     started = time.monotonic()
+    cursor = ClaimCursor()
     while not should_stop():
-        done, chunks, encoded = db.run(_embed_batch, embedder, limit)
+        done, chunks, encoded, cursor_after = db.run(_embed_batch, embedder, limit, cursor)
         if done == 0:
-            break
+            if cursor == ClaimCursor():
+                break
+            cursor = ClaimCursor()  # a last look from the start, for texts the cursor went past
+            continue
+        cursor = cursor_after
         report.texts += done
         report.chunks += chunks
         report.encoded += encoded
@@ -585,10 +591,12 @@ def _prepare_index(conn: psycopg.Connection[Any], model: str, dim: int) -> bool:
     return False
 
 
-def _embed_batch(conn: psycopg.Connection[Any], embedder: Embedder, limit: int) -> tuple[int, int, int]:
-    texts: list[PendingText] = claim_pending(conn, embedder.name, limit)
+def _embed_batch(
+    conn: psycopg.Connection[Any], embedder: Embedder, limit: int, cursor: ClaimCursor
+) -> tuple[int, int, int, ClaimCursor]:
+    texts: list[PendingText] = claim_pending(conn, embedder.name, limit, cursor)
     if not texts:
-        return 0, 0, 0
+        return 0, 0, 0, cursor
     vectors_of = reusable_vectors(conn, embedder.name, texts)
     new: dict[str, PendingText] = {}
     for text in texts:
@@ -605,4 +613,4 @@ def _embed_batch(conn: psycopg.Connection[Any], embedder: Embedder, limit: int) 
         for chunk, start, end, vector in vectors_of[text.content_hash]
     ]
     write_embeddings(conn, embedder.name, rows)
-    return len(texts), len(rows), len(new)
+    return len(texts), len(rows), len(new), cursor.after(texts)

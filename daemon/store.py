@@ -440,24 +440,53 @@ class PendingText:
     content_hash: str
 
 
-def claim_pending(conn: psycopg.Connection[Any], model: str, limit: int) -> list[PendingText]:
-    """Lock up to ``limit`` texts without an embedding for ``model``.
+@dataclass(frozen=True, slots=True)
+class ClaimCursor:
+    """Where the previous claim of a run stopped: claim after these ids.
+
+    Without it each claim would walk past every text already embedded before
+    reaching a pending one, and a run over N texts would cost O(N²): a first
+    embedding of 20,000 messages spent most of its time there.
+    """
+
+    message_id: int = 0
+    summary_id: int = 0
+
+    def after(self, texts: Sequence[PendingText]) -> ClaimCursor:
+        """The cursor past ``texts`` (as claimed: messages then summaries, each by id)."""
+        messages = [t.ref_id for t in texts if t.ref_type == "message"]
+        summaries = [t.ref_id for t in texts if t.ref_type == "summary"]
+        return ClaimCursor(max(messages, default=self.message_id), max(summaries, default=self.summary_id))
+
+
+def claim_pending(
+    conn: psycopg.Connection[Any], model: str, limit: int, cursor: ClaimCursor | None = None
+) -> list[PendingText]:
+    """Lock up to ``limit`` texts without an embedding for ``model``, after ``cursor``, by id.
 
     ``FOR UPDATE SKIP LOCKED``: several workers (or processes) sharing one
     database each take different texts, and a text being deleted or edited
-    waits for its embedding transaction instead of racing it.
+    waits for its embedding transaction instead of racing it.  Texts behind
+    the cursor (skipped while locked, or edited since) are found by a claim
+    from the start, which the caller makes before it stops.
     """
+    cursor = cursor or ClaimCursor()
     claimed: list[PendingText] = []
-    for ref_type, table, fk in (("message", "messages", "message_id"), ("summary", "summaries", "summary_id")):
+    for ref_type, table, fk, after in (
+        ("message", "messages", "message_id", cursor.message_id),
+        ("summary", "summaries", "summary_id", cursor.summary_id),
+    ):
         if len(claimed) >= limit:
             break
         query = sql.SQL(
             "SELECT t.id, t.conversation_id, t.content, t.content_hash FROM {table} AS t"
-            " WHERE NOT EXISTS (SELECT 1 FROM embeddings AS e WHERE e.{fk} = t.id"
-            " AND e.model = %s AND e.content_hash = t.content_hash)"
-            " ORDER BY t.id LIMIT %s FOR UPDATE OF t SKIP LOCKED"
+            " WHERE t.id > %(after)s AND NOT EXISTS (SELECT 1 FROM embeddings AS e WHERE e.{fk} = t.id"
+            # Implied by the join, but lets a merge anti-join start at the cursor too.
+            " AND e.{fk} > %(after)s AND e.model = %(model)s AND e.content_hash = t.content_hash)"
+            " ORDER BY t.id LIMIT %(limit)s FOR UPDATE OF t SKIP LOCKED"
         ).format(table=sql.Identifier(table), fk=sql.Identifier(fk))
-        for ref_id, conv_id, content, chash in conn.execute(query, (model, limit - len(claimed))):
+        params = {"after": after, "model": model, "limit": limit - len(claimed)}
+        for ref_id, conv_id, content, chash in conn.execute(query, params):
             claimed.append(PendingText(ref_type, int(ref_id), int(conv_id), content, chash))
     return claimed
 
@@ -553,6 +582,7 @@ def reusable_vectors(
         " UNION ALL SELECT 1, content_hash, chunk, chunk_start, chunk_end, vector FROM vector_cache"
         " WHERE model = %(model)s AND content_hash = ANY(%(hashes)s)",
         {"model": model, "hashes": list(lengths)},
+        binary=True,  # vectors as bytes: parsing their text form took most of a rename's re-embedding
     ).fetchall()
     sets: dict[tuple[int, str], list[tuple[int, int, int, Any]]] = defaultdict(list)
     for source, chash, chunk, start, end, vector in rows:

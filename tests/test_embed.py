@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 import structlog
 
@@ -92,6 +93,27 @@ def test_embed_then_nothing_pending(db: Database, config: Config, embedder: Embe
     calls = embedder.encode_calls
     assert embed_pending(db, embedder).texts == 0
     assert embedder.encode_calls == calls
+
+
+def test_text_locked_while_the_run_passes_it_is_embedded_before_the_run_ends(
+    db: Database, db_dsn: str, config: Config, embedder: Embedder
+) -> None:
+    """Claims go on from where the last one stopped; a text skipped (locked elsewhere) is found by a last pass."""
+    write_conversation(config.paths.conversations, "c1", [("user", f"message number {n}") for n in range(6)])
+    Syncer(db, config).reconcile()
+    with psycopg.connect(db_dsn) as other:
+        first = other.execute("SELECT id FROM messages ORDER BY id LIMIT 1 FOR UPDATE").fetchone()
+        batches: list[int] = []
+
+        def release_after_first_batch(done: int) -> None:
+            batches.append(done)
+            if len(batches) == 1:
+                other.rollback()  # the run has gone past the first message by now
+
+        report = embed_pending(db, embedder, texts_per_transaction=2, progress=release_after_first_batch)
+    assert first is not None and report.texts == 6
+    assert batches[0] == 2 and batches[-1] == 1  # the skipped message came last, alone
+    assert db.run(count_pending, embedder.name) == 0
 
 
 def test_edit_reembeds_only_that_message(db: Database, config: Config, embedder: Embedder) -> None:
