@@ -36,7 +36,7 @@ from bench.generate import conversation
 from daemon.config import Config, DatabaseConfig, LogConfig, PathsConfig
 from daemon.db import Database
 from daemon.log import configure_logging
-from daemon.store import ChunkVector, claim_pending, ensure_vector_index, write_embeddings
+from daemon.store import ChunkVector, ClaimCursor, claim_pending, ensure_vector_index, write_embeddings
 from daemon.sync import Syncer
 
 MODEL = "bench-precomputed"
@@ -65,16 +65,17 @@ def vector_for(content: str, table: np.ndarray[Any, np.dtype[np.float32]]) -> np
 
 
 def store_vectors(db: Database, table: np.ndarray[Any, np.dtype[np.float32]]) -> int:
-    """Give every pending text its precomputed vector, as `memoryd embed` writes them."""
+    """Give every pending text its precomputed vector, as `memoryd embed` writes them (claims after a cursor)."""
     written = 0
+    cursor = ClaimCursor()
+
+    def batch(conn: Any, after: ClaimCursor) -> tuple[int, ClaimCursor]:
+        texts = claim_pending(conn, MODEL, 5000, after)
+        rows = [ChunkVector(t, 0, 0, len(t.content), vector_for(t.content, table)) for t in texts]
+        return write_embeddings(conn, MODEL, rows), after.after(texts)
+
     while True:
-
-        def batch(conn: Any) -> int:
-            texts = claim_pending(conn, MODEL, 5000)
-            rows = [ChunkVector(t, 0, 0, len(t.content), vector_for(t.content, table)) for t in texts]
-            return write_embeddings(conn, MODEL, rows)
-
-        n = db.run(batch)
+        n, cursor = db.run(batch, cursor)
         if n == 0:
             return written
         written += n
