@@ -96,41 +96,39 @@ def test_edit_reverted_costs_no_model_call(db: Database, config: Config, embedde
     assert embed_pending(db, embedder).encoded == 0
 
 
-def test_first_bulk_load_builds_index_after_loading(
-    db: Database, config: Config, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A first load above the bulk threshold writes vectors without the HNSW index, then builds it once."""
+@pytest.fixture
+def above_bulk_threshold(db: Database, config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four texts pending for a model with no vectors yet, over a bulk-load threshold lowered to 3."""
     monkeypatch.setattr(embed_module, "BULK_LOAD_TEXTS", 3)
     write_conversation(config.paths.conversations, "c", [("user", f"text {i}") for i in range(4)])
     Syncer(db, config).reconcile()
+
+
+def _vector_index(conn: psycopg.Connection[object], model: str) -> str | None:
+    row = conn.execute("SELECT to_regclass(%s)::text", (hnsw_index_name(model),)).fetchone()
+    return row[0] if row else None
+
+
+@pytest.mark.usefixtures("above_bulk_threshold")
+def test_first_bulk_load_builds_index_after_loading(db: Database, embedder: Embedder) -> None:
+    """A first load above the bulk threshold writes vectors without the HNSW index, then builds it once."""
     with capture_logs() as logs:
         embed_pending(db, embedder, texts_per_transaction=2)
     assert [e["event"] for e in logs if e["event"] == "vector_index_built"] == ["vector_index_built"]
-    with db.connection() as conn:
-        index = conn.execute("SELECT to_regclass(%s)::text", (hnsw_index_name(embedder.name),)).fetchone()
-    assert index == (hnsw_index_name(embedder.name),)
+    assert db.run(_vector_index, embedder.name) == hnsw_index_name(embedder.name)
 
 
-def test_bulk_load_stopped_defers_the_index_to_the_next_run(
-    db: Database, config: Config, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("above_bulk_threshold")
+def test_bulk_load_stopped_defers_the_index_to_the_next_run(db: Database, embedder: Embedder) -> None:
     """Stopped during a first bulk load (SIGTERM), no minutes-long build holds the exit: the next run builds it."""
-    monkeypatch.setattr(embed_module, "BULK_LOAD_TEXTS", 3)
-    write_conversation(config.paths.conversations, "c", [("user", f"text {i}") for i in range(4)])
-    Syncer(db, config).reconcile()
     batches: list[int] = []
     with capture_logs() as logs:
         embed_pending(db, embedder, texts_per_transaction=2, progress=batches.append, should_stop=lambda: bool(batches))
     events = [e["event"] for e in logs]
     assert batches == [2] and "vector_index_deferred" in events and "vector_index_built" not in events
-
-    def index(conn: psycopg.Connection[object]) -> object:
-        row = conn.execute("SELECT to_regclass(%s)::text", (hnsw_index_name(embedder.name),)).fetchone()
-        return row[0] if row else None
-
-    assert db.run(index) is None
+    assert db.run(_vector_index, embedder.name) is None
     assert embed_pending(db, embedder).texts == 2
-    assert db.run(index) == hnsw_index_name(embedder.name)
+    assert db.run(_vector_index, embedder.name) == hnsw_index_name(embedder.name)
 
 
 def test_vector_cache_is_pruned_by_age(db: Database, config: Config, embedder: Embedder) -> None:
