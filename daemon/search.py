@@ -260,6 +260,11 @@ def _conversation_conditions(
     return conditions, params
 
 
+# A chunk's role or summary level, checked row by row: one primary-key lookup each.
+_CHUNK_ROLE_IS = sql.SQL("(SELECT m.role FROM messages AS m WHERE m.id = e.message_id) = %(role)s")
+_CHUNK_LEVEL_IS = sql.SQL("(SELECT s.level FROM summaries AS s WHERE s.id = e.summary_id) = %(level)s")
+
+
 def _nearest_query(model: str, dim: int, filters: SearchFilters, *, exact: bool) -> tuple[sql.Composed, dict[str, Any]]:
     """The candidate scan: through the model's partial HNSW index, or ``exact``.
 
@@ -281,9 +286,9 @@ def _nearest_query(model: str, dim: int, filters: SearchFilters, *, exact: bool)
         conditions.extend(conversation)
         params.update(extra)
         if filters.role is not None:
-            conditions.append(sql.SQL("(SELECT m.role FROM messages AS m WHERE m.id = e.message_id) = %(role)s"))
+            conditions.append(_CHUNK_ROLE_IS)
         if filters.level is not None:
-            conditions.append(sql.SQL("(SELECT s.level FROM summaries AS s WHERE s.id = e.summary_id) = %(level)s"))
+            conditions.append(_CHUNK_LEVEL_IS)
     params.update(role=filters.role, level=filters.level)
     # A role or level already implies the kind; saying it again would let the
     # planner prefer the (ref_type, ...) B-tree to the HNSW index.
@@ -337,8 +342,8 @@ def _exact_conditions(filters: SearchFilters, params: dict[str, Any]) -> list[sq
                 sql.SQL(" AND ").join(conversation)
             )
         )
-        role = sql.SQL("(SELECT m.role FROM messages AS m WHERE m.id = e.message_id) = %(role)s")
-        level = sql.SQL("(SELECT s.level FROM summaries AS s WHERE s.id = e.summary_id) = %(level)s")
+        role = _CHUNK_ROLE_IS
+        level = _CHUNK_LEVEL_IS
     else:
         role = sql.SQL("e.message_id = ANY(ARRAY(SELECT m.id FROM messages AS m WHERE m.role = %(role)s))")
         level = sql.SQL("e.summary_id = ANY(ARRAY(SELECT s.id FROM summaries AS s WHERE s.level = %(level)s))")
