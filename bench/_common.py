@@ -10,6 +10,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.config import Config
 
 # Database imports stay inside the functions that need them, so that timing
 # helpers also serve bench/embed.py on a machine without PostgreSQL's client.
@@ -47,6 +51,16 @@ def fresh_database(admin_dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def tree_config(root: Path, dsn: str) -> Config:
+    """The configuration of a generated tree (``root/conversations``, ``root/summaries``) on database ``dsn``."""
+    from daemon.config import Config, DatabaseConfig, PathsConfig
+
+    return Config(
+        paths=PathsConfig(conversations=root / "conversations", summaries=root / "summaries"),
+        database=DatabaseConfig(dsn=dsn),
+    )
 
 
 @contextlib.contextmanager

@@ -27,10 +27,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench._common import fresh_database, percentile, server_dsn, timed
+from bench._common import fresh_database, percentile, server_dsn, timed, tree_config
 from bench.generate import conversation
 from bench.rescan import bench_rescan
-from daemon.config import Config, DatabaseConfig, EmbeddingConfig, LogConfig, PathsConfig
+from daemon.config import EmbeddingConfig, LogConfig
 from daemon.db import Database
 from daemon.embed import Embedder, embed_pending
 from daemon.log import configure_logging
@@ -66,10 +66,7 @@ def bench_latency(admin: str, drops: int, debounce_ms: int, embedder: Embedder) 
     rng = random.Random(2)
     with tempfile.TemporaryDirectory(prefix="memoryd-bench-") as tmp, fresh_database(admin) as dsn:
         root = Path(tmp)
-        config = Config(
-            paths=PathsConfig(conversations=root / "conversations", summaries=root / "summaries"),
-            database=DatabaseConfig(dsn=dsn),
-        )
+        config = tree_config(root, dsn)
         config = replace(config, watch=replace(config.watch, debounce_ms=debounce_ms))
         # Baseline: the same work, done directly.
         direct: list[float] = []

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import fresh_database, server_dsn, timed
+from bench._common import fresh_database, server_dsn, timed, tree_config
 from bench.generate import conversation
-from daemon.config import Config, DatabaseConfig, LogConfig, PathsConfig
+from daemon.config import LogConfig
 from daemon.db import Database
 from daemon.log import configure_logging
 from daemon.store import ChunkVector, ClaimCursor, claim_pending, ensure_vector_index, write_embeddings
@@ -145,10 +145,7 @@ def main() -> None:
         (root / "summaries").mkdir()
         megabytes = sum(len(t.encode()) for t in texts) / 1e6
         with fresh_database(admin) as dsn, fresh_database(admin) as dsn_indexed, fresh_database(admin) as dsn_lc:
-            config = Config(
-                paths=PathsConfig(conversations=root / "conversations", summaries=root / "summaries"),
-                database=DatabaseConfig(dsn=dsn),
-            )
+            config = tree_config(root, dsn)
             with Database(config.database) as db:
                 with timed() as t_store:
                     report = Syncer(db, config).reconcile()
@@ -158,7 +155,7 @@ def main() -> None:
                     db.run(ensure_vector_index, MODEL, DIM)
             assert report.wrote == args.messages // PER_CONVERSATION and vectors == len(texts)
 
-            indexed = Config(paths=config.paths, database=DatabaseConfig(dsn=dsn_indexed))
+            indexed = tree_config(root, dsn_indexed)
             with Database(indexed.database) as db:
                 Syncer(db, indexed).reconcile()
                 db.run(ensure_vector_index, MODEL, DIM)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import psycopg
 
-from bench._common import fresh_database, server_dsn, timed
+from bench._common import fresh_database, server_dsn, timed, tree_config
 from bench.generate import write_tree
 from bench.rescan import walk
-from daemon.config import Config, DatabaseConfig, EmbeddingConfig, LogConfig, PathsConfig
+from daemon.config import EmbeddingConfig, LogConfig
 from daemon.db import Database
 from daemon.embed import Embedder, embed_pending
 from daemon.log import configure_logging
@@ -62,10 +62,7 @@ def main() -> None:
         root = Path(tmp)
         write_tree(root, args.conversations, seed=1)
         with fresh_database(admin) as dsn, fresh_database(admin) as baseline_dsn:
-            config = Config(
-                paths=PathsConfig(conversations=root / "conversations", summaries=root / "summaries"),
-                database=DatabaseConfig(dsn=dsn),
-            )
+            config = tree_config(root, dsn)
             with Database(config.database) as db:
                 syncer = Syncer(db, config)
                 with timed() as t_ingest:

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import fresh_database, server_dsn, timed
+from bench._common import fresh_database, server_dsn, timed, tree_config
 from bench.generate import write_tree
-from daemon.config import Config, DatabaseConfig, LogConfig, PathsConfig
+from daemon.config import LogConfig
 from daemon.db import Database
 from daemon.log import configure_logging
 from daemon.store import ChunkVector, claim_pending, count_pending, write_embeddings
@@ -70,10 +70,7 @@ def bench_rescan(admin: str, conversations: int) -> None:
     with tempfile.TemporaryDirectory(prefix="memoryd-bench-") as tmp, fresh_database(admin) as dsn:
         root = Path(tmp)
         write_tree(root, conversations, seed=3, messages=4)
-        config = Config(
-            paths=PathsConfig(conversations=root / "conversations", summaries=root / "summaries"),
-            database=DatabaseConfig(dsn=dsn),
-        )
+        config = tree_config(root, dsn)
         with Database(config.database) as db:
             syncer = Syncer(db, config)
             with timed() as t_first:
