@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.daemon
 
 lint: $(STAMP)
-	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff check memoryd tests bench
 	$(BIN)/mypy
 
 test: lint

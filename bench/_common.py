@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from daemon.config import Config
+    from memoryd.config import Config
 
 # Database imports stay inside the functions that need them, so that timing
 # helpers also serve bench/embed.py on a machine without PostgreSQL's client.
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 @contextlib.contextmanager
 def server_dsn() -> Iterator[str]:
     """``MEMORYD_BENCH_DSN`` (a superuser DSN) or a throw-away embedded server."""
-    from daemon.db import EmbeddedServer
+    from memoryd.db import EmbeddedServer
 
     if os.environ.get("MEMORYD_BENCH_DSN"):
         yield os.environ["MEMORYD_BENCH_DSN"]
@@ -55,7 +55,7 @@ def fresh_database(admin_dsn: str) -> Iterator[str]:
 
 def tree_config(root: Path, dsn: str) -> Config:
     """The configuration of a generated tree (``root/conversations``, ``root/summaries``) on database ``dsn``."""
-    from daemon.config import Config, DatabaseConfig, PathsConfig
+    from memoryd.config import Config, DatabaseConfig, PathsConfig
 
     return Config(
         paths=PathsConfig(conversations=root / "conversations", summaries=root / "summaries"),

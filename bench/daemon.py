@@ -30,13 +30,13 @@ from pathlib import Path
 from bench._common import fresh_database, percentile, server_dsn, timed, tree_config
 from bench.generate import conversation
 from bench.rescan import bench_rescan
-from daemon.config import EmbeddingConfig, LogConfig
-from daemon.db import Database
-from daemon.embed import Embedder, embed_pending
-from daemon.log import configure_logging
-from daemon.search import SearchFilters, search
-from daemon.service import Daemon
-from daemon.sync import Syncer
+from memoryd.config import EmbeddingConfig, LogConfig
+from memoryd.daemon import Daemon
+from memoryd.db import Database
+from memoryd.embed import Embedder, embed_pending
+from memoryd.log import configure_logging
+from memoryd.search import SearchFilters, search
+from memoryd.sync import Syncer
 
 
 def drop(root: Path, slug: str, turns: list[dict[str, str]]) -> None:

@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import timed
 from bench.generate import write_tree
-from daemon.config import EmbeddingConfig, LogConfig
-from daemon.embed import Embedder, Vectors, cpu_flags, resolve_model_path
-from daemon.log import configure_logging
-from daemon.parse import parse_conversation
-from daemon.summaries import parse_summary_folder
+from memoryd.config import EmbeddingConfig, LogConfig
+from memoryd.embed import Embedder, Vectors, cpu_flags, resolve_model_path
+from memoryd.log import configure_logging
+from memoryd.parse import parse_conversation
+from memoryd.summaries import parse_summary_folder
 
 
 def generated_texts(conversations: int) -> list[str]:

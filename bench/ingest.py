@@ -33,11 +33,11 @@ import numpy as np
 
 from bench._common import fresh_database, server_dsn, timed, tree_config
 from bench.generate import conversation
-from daemon.config import LogConfig
-from daemon.db import Database
-from daemon.log import configure_logging
-from daemon.store import ChunkVector, ClaimCursor, claim_pending, ensure_vector_index, write_embeddings
-from daemon.sync import Syncer
+from memoryd.config import LogConfig
+from memoryd.db import Database
+from memoryd.log import configure_logging
+from memoryd.store import ChunkVector, ClaimCursor, claim_pending, ensure_vector_index, write_embeddings
+from memoryd.sync import Syncer
 
 MODEL = "bench-precomputed"
 DIM = 384

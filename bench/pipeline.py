@@ -21,12 +21,12 @@ import psycopg
 from bench._common import fresh_database, server_dsn, timed, tree_config
 from bench.generate import write_tree
 from bench.rescan import walk
-from daemon.config import EmbeddingConfig, LogConfig
-from daemon.db import Database
-from daemon.embed import Embedder, embed_pending
-from daemon.log import configure_logging
-from daemon.parse import parse_conversation
-from daemon.sync import Syncer
+from memoryd.config import EmbeddingConfig, LogConfig
+from memoryd.db import Database
+from memoryd.embed import Embedder, embed_pending
+from memoryd.log import configure_logging
+from memoryd.parse import parse_conversation
+from memoryd.sync import Syncer
 
 
 def naive_ingest(dsn: str, conversations_dir: Path) -> int:

@@ -24,11 +24,11 @@ import numpy as np
 
 from bench._common import fresh_database, server_dsn, timed, tree_config
 from bench.generate import write_tree
-from daemon.config import LogConfig
-from daemon.db import Database
-from daemon.log import configure_logging
-from daemon.store import ChunkVector, claim_pending, count_pending, write_embeddings
-from daemon.sync import Syncer
+from memoryd.config import LogConfig
+from memoryd.db import Database
+from memoryd.log import configure_logging
+from memoryd.store import ChunkVector, claim_pending, count_pending, write_embeddings
+from memoryd.sync import Syncer
 
 MODEL = "bench-precomputed"
 TABLES = ("conversations", "messages", "summaries", "embeddings", "folder_state", "ingest_errors")

@@ -51,11 +51,11 @@ from psycopg.types.json import Jsonb
 
 from bench._common import fresh_database, percentile, server_dsn, timed
 from bench.generate import sentence
-from daemon.config import EmbeddingConfig, LogConfig
-from daemon.db import apply_migrations
-from daemon.embed import Embedder
-from daemon.log import configure_logging
-from daemon.search import (
+from memoryd.config import EmbeddingConfig, LogConfig
+from memoryd.db import apply_migrations
+from memoryd.embed import Embedder
+from memoryd.log import configure_logging
+from memoryd.search import (
     MIN_EF_SEARCH,
     Mode,
     SearchFilters,
@@ -65,7 +65,7 @@ from daemon.search import (
     search_query,
     selects_few_chunks,
 )
-from daemon.store import ensure_vector_index, hnsw_index_name
+from memoryd.store import ensure_vector_index, hnsw_index_name
 
 BASE_SENTENCES = 4_000
 NEIGHBOURS = 30

@@ -26,8 +26,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from daemon.config import Config, DatabaseConfig, EmbeddingConfig, PathsConfig
-from daemon.db import Database, EmbeddedServer, RetryPolicy, apply_migrations
+from memoryd.config import Config, DatabaseConfig, EmbeddingConfig, PathsConfig
+from memoryd.db import Database, EmbeddedServer, RetryPolicy, apply_migrations
 
 TEMPLATE_DB = "memoryd_test_template"
 
@@ -149,7 +149,7 @@ def db(config: Config) -> Iterator[Database]:
 @pytest.fixture(scope="session")
 def embedder() -> Any:
     """The real default model, loaded once for the whole run."""
-    from daemon.embed import Embedder
+    from memoryd.embed import Embedder
 
     return Embedder(EmbeddingConfig())
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import psycopg
 
-from daemon.config import Config
-from daemon.errors import ParseError
-from daemon.parse import parse_conversation
-from daemon.service import Daemon
-from daemon.summaries import parse_summary_folder
+from memoryd.config import Config
+from memoryd.daemon import Daemon
+from memoryd.errors import ParseError
+from memoryd.parse import parse_conversation
+from memoryd.summaries import parse_summary_folder
 
 
 def fast_config(config: Config) -> Config:

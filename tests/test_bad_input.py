@@ -21,14 +21,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.config import Config
-from daemon.db import Database
-from daemon.errors import ParseError
-from daemon.imports import ImportReport, import_export
-from daemon.models import ROLES, Conversation
-from daemon.parse import parse_conversation, read_bytes
-from daemon.summaries import parse_summary_folder
-from daemon.sync import Syncer
+from memoryd.config import Config
+from memoryd.db import Database
+from memoryd.errors import ParseError
+from memoryd.imports import ImportReport, import_export
+from memoryd.parse import parse_conversation, read_bytes
+from memoryd.records import ROLES, Conversation
+from memoryd.summaries import parse_summary_folder
+from memoryd.sync import Syncer
 from tests.conftest import write_conversation, write_summaries
 
 FIXTURES = Path(__file__).parent / "fixtures"

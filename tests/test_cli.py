@@ -1,4 +1,4 @@
-"""Tests for daemon.cli: the real ``memoryd`` command in a subprocess, on a real
+"""Tests for memoryd.cli: the real ``memoryd`` command in a subprocess, on a real
 database of the test's own, asserting exit codes and exact output.
 
 Each run gets a configuration file of its own (MEMORYD_CONFIG) and a database
@@ -26,8 +26,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from daemon.cli import COMMANDS, build_parser
-from daemon.db import redact_dsn
+from memoryd.cli import COMMANDS, build_parser
+from memoryd.db import redact_dsn
 from tests.conftest import TEMPLATE_DB, write_conversation, write_summaries
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ FIREWALL_SUMMARY = {
 def memoryd_command() -> list[str]:
     """The installed console script, else the module (a source checkout without `pip install -e`)."""
     script = Path(sys.executable).with_name("memoryd")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "daemon.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "memoryd.cli"]
 
 
 def clean_environment() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Tests for daemon.config: the file lookup, relative paths, MEMORYD_* overrides
+"""Tests for memoryd.config: the file lookup, relative paths, MEMORYD_* overrides
 and the exact text of every configuration error.
 
 Every test runs in an empty working directory with an empty HOME and passes
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import Config, DatabaseConfig, PathsConfig, WatchConfig, load_config
-from daemon.errors import ConfigError
+from memoryd.config import Config, DatabaseConfig, PathsConfig, WatchConfig, load_config
+from memoryd.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import store, sync
-from daemon.config import Config
-from daemon.db import Database, EmbeddedServer
-from daemon.embed import Embedder, embed_pending
-from daemon.search import search
-from daemon.service import Daemon
-from daemon.sync import Syncer
+from memoryd import store, sync
+from memoryd.config import Config
+from memoryd.daemon import Daemon
+from memoryd.db import Database, EmbeddedServer
+from memoryd.embed import Embedder, embed_pending
+from memoryd.search import search
+from memoryd.sync import Syncer
 from tests.conftest import write_conversation, write_summaries
 from tests.daemon_helpers import database_mismatch, fast_config, running_daemon, wait_for, write_stream_conversation
 
@@ -117,7 +117,7 @@ def test_changes_while_stopped_are_found_at_start(config: Config, db_dsn: str, e
 
 def test_second_daemon_is_refused(config: Config, embedder: Embedder) -> None:
     """Only one daemon per database: a second one fails with a clear message naming the first."""
-    from daemon.errors import AlreadyRunning
+    from memoryd.errors import AlreadyRunning
 
     config = fast_config(config)
     with running_daemon(config, embedder):
@@ -231,7 +231,7 @@ def test_crash_and_sigterm(config: Config, db_dsn: str, tmp_path: Path, embedder
     config_file = _write_config(tmp_path, config)
     for n in range(40):
         write_stream_conversation(config.paths.conversations, n, messages=20)
-    cmd = [sys.executable, "-m", "daemon.cli", "watch"]
+    cmd = [sys.executable, "-m", "memoryd.cli", "watch"]
     first = subprocess.Popen(cmd, env=_subprocess_env(config_file), stderr=subprocess.PIPE, text=True)
     try:
         assert first.stderr is not None
@@ -276,12 +276,12 @@ def test_systemd_unit_verifies(tmp_path: Path, config: Config) -> None:
     """`systemd-analyze verify` accepts the unit written by `memoryd install-service`, without warnings."""
     import shutil
 
-    from daemon.unit import render_unit
+    from memoryd.systemd import render_unit
 
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (Debian package systemd)")
     config_file = _write_config(tmp_path, config)
-    from daemon.config import load_config
+    from memoryd.config import load_config
 
     unit = tmp_path / "memoryd.service"
     unit.write_text(render_unit(load_config(config_file)))

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.config import DatabaseConfig
-from daemon.db import Database, RetryPolicy, apply_migrations, migrations_dir, redact_dsn
-from daemon.errors import DatabaseUnavailable
+from memoryd.config import DatabaseConfig
+from memoryd.db import Database, RetryPolicy, apply_migrations, migrations_dir, redact_dsn
+from memoryd.errors import DatabaseUnavailable
 
 
 def test_migrations_are_applied_once(db_dsn: str) -> None:
@@ -102,7 +102,7 @@ def test_embedded_server_is_shared_and_stopped_by_last_user(tmp_path: Path, pg_d
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYD_")}
         env["MEMORYD_CONFIG"] = str(config_file)
         other = subprocess.run(
-            [sys.executable, "-m", "daemon.cli", "db", "url"], capture_output=True, text=True, env=env, timeout=60
+            [sys.executable, "-m", "memoryd.cli", "db", "url"], capture_output=True, text=True, env=env, timeout=60
         )
         assert other.returncode == 0, other.stderr
         assert other.stdout.strip() == db.dsn

@@ -14,13 +14,13 @@ import psycopg
 import pytest
 import structlog
 
-from daemon.config import Config, EmbeddingConfig
-from daemon.db import Database
-from daemon.embed import Capabilities, Embedder, embed_pending, length_batches, precision_candidates
-from daemon.errors import EmbedError
-from daemon.onnx_backend import prune_stale_builds
-from daemon.store import count_pending
-from daemon.sync import Syncer
+from memoryd.config import Config, EmbeddingConfig
+from memoryd.db import Database
+from memoryd.embed import Capabilities, Embedder, embed_pending, length_batches, precision_candidates
+from memoryd.errors import EmbedError
+from memoryd.onnx_backend import prune_stale_builds
+from memoryd.store import count_pending
+from memoryd.sync import Syncer
 from tests.conftest import write_conversation, write_summaries
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ def test_long_text_chunks_cover_everything_with_overlap(embedder: Embedder) -> N
 
 def test_unknown_model_is_a_clear_error() -> None:
     """A model that is neither the packaged default nor a local folder fails without any download."""
-    from daemon.config import EmbeddingConfig
+    from memoryd.config import EmbeddingConfig
 
     with pytest.raises(EmbedError, match="memoryd never downloads models"):
         Embedder(EmbeddingConfig(model="no-such/model"))

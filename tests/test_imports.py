@@ -15,13 +15,13 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.config import Config
-from daemon.db import Database
-from daemon.embed import Embedder
-from daemon.errors import MemorydError, ParseError
-from daemon.imports import MAX_SLUG_BYTES, import_export, iter_export, short_id, slug_for
-from daemon.parse import parse_conversation
-from daemon.sync import Syncer
+from memoryd.config import Config
+from memoryd.db import Database
+from memoryd.embed import Embedder
+from memoryd.errors import MemorydError, ParseError
+from memoryd.imports import MAX_SLUG_BYTES, import_export, iter_export, short_id, slug_for
+from memoryd.parse import parse_conversation
+from memoryd.sync import Syncer
 from tests.daemon_helpers import database_mismatch, fast_config, running_daemon, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -467,7 +467,7 @@ def run_import(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     config.write_text('[paths]\nconversations = "conversations"\nsummaries = "summaries"\n', encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYD_")}
     return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "--config", str(config), "import", *args],
+        [sys.executable, "-m", "memoryd.cli", "--config", str(config), "import", *args],
         capture_output=True,
         text=True,
         env=env,

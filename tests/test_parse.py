@@ -10,9 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.errors import ParseError
-from daemon.models import ROLES, clean_text
-from daemon.parse import (
+from memoryd.errors import ParseError
+from memoryd.parse import (
     Speaker,
     date_from_slug,
     find_transcript,
@@ -20,6 +19,7 @@ from daemon.parse import (
     speaker_line,
     title_from_slug,
 )
+from memoryd.records import ROLES, clean_text
 
 SLUG = "2025-06-25__orage_codé_textuel"
 

@@ -8,12 +8,12 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import embed as embed_module
-from daemon.config import Config
-from daemon.db import Database
-from daemon.embed import Embedder, embed_pending
-from daemon.store import as_array, hnsw_index_name
-from daemon.sync import Syncer
+from memoryd import embed as embed_module
+from memoryd.config import Config
+from memoryd.db import Database
+from memoryd.embed import Embedder, embed_pending
+from memoryd.store import as_array, hnsw_index_name
+from memoryd.sync import Syncer
 from tests.conftest import write_conversation
 
 pytestmark = pytest.mark.slow
@@ -133,7 +133,7 @@ def test_bulk_load_stopped_defers_the_index_to_the_next_run(db: Database, embedd
 
 def test_vector_cache_is_pruned_by_age(db: Database, config: Config, embedder: Embedder) -> None:
     """Cached vectors of deleted texts are forgotten once older than the retention period."""
-    from daemon.store import prune_vector_cache
+    from memoryd.store import prune_vector_cache
 
     write_conversation(config.paths.conversations, "gone", [("user", "soon deleted")])
     syncer = Syncer(db, config)

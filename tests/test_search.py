@@ -9,11 +9,11 @@ import numpy as np
 import psycopg
 import pytest
 
-from daemon import search as search_module
-from daemon.config import Config
-from daemon.db import Database
-from daemon.embed import Embedder, embed_pending
-from daemon.search import (
+from memoryd import search as search_module
+from memoryd.config import Config
+from memoryd.db import Database
+from memoryd.embed import Embedder, embed_pending
+from memoryd.search import (
     MODES,
     Candidate,
     Mode,
@@ -26,8 +26,8 @@ from daemon.search import (
     search,
     search_query,
 )
-from daemon.store import ChunkVector, claim_pending, ensure_vector_index, hnsw_index_name, write_embeddings
-from daemon.sync import Syncer
+from memoryd.store import ChunkVector, claim_pending, ensure_vector_index, hnsw_index_name, write_embeddings
+from memoryd.sync import Syncer
 from tests.conftest import write_conversation, write_summaries
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import psycopg
 
-from daemon import store
-from daemon.db import Database
-from daemon.models import Conversation, Message
-from daemon.store import StoredMessage, plan_messages
+from memoryd import store
+from memoryd.db import Database
+from memoryd.records import Conversation, Message
+from memoryd.store import StoredMessage, plan_messages
 
 
 def _msgs(*contents: str) -> list[Message]:

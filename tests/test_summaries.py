@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.errors import ParseError
-from daemon.models import Summary
-from daemon.summaries import parse_summary_file, parse_summary_folder
+from memoryd.errors import ParseError
+from memoryd.records import Summary
+from memoryd.summaries import parse_summary_file, parse_summary_folder
 
 
 def make_folder(tmp_path: Path, files: dict[str, str | bytes]) -> Path:

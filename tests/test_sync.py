@@ -12,10 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from daemon import store, sync
-from daemon.config import Config
-from daemon.db import Database
-from daemon.sync import Syncer
+from memoryd import store, sync
+from memoryd.config import Config
+from memoryd.db import Database
+from memoryd.sync import Syncer
 from tests.conftest import write_conversation, write_summaries
 
 

@@ -1,4 +1,4 @@
-"""Tests for daemon.watch: the debouncing rule with a fake clock, then the real
+"""Tests for memoryd.watch: the debouncing rule with a fake clock, then the real
 watchdog observer on real folders.
 
 Integration tests never assert on how long something took: they wait
@@ -23,7 +23,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.watch import FolderWatcher, ObserverFactory, SlugDebouncer, Snapshot, WatchBatch, slug_for_path
+from memoryd.watch import FolderWatcher, ObserverFactory, SlugDebouncer, Snapshot, WatchBatch, slug_for_path
 
 DEBOUNCE_S = 0.2
 MAX_WAIT_S = 1.0

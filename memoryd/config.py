@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
-from daemon.errors import ConfigError
+from memoryd.errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 USER_CONFIG = Path("~/.config/memoryd/config.toml")
@@ -34,7 +34,7 @@ class DatabaseConfig:
     retry_deadline_s: int = 30
 
 
-# How the model runs: "auto" picks per machine (see daemon.embed); the others force one.
+# How the model runs: "auto" picks per machine (see memoryd.embed); the others force one.
 Precision = Literal["auto", "fp32", "bf16", "fp16", "onnx-fp32", "onnx-int8"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 _ONNX_PRECISIONS = ("onnx-fp32", "onnx-int8")

@@ -22,8 +22,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from daemon.errors import ParseError
-from daemon.models import Conversation, Message, Summary
+from memoryd.errors import ParseError
+from memoryd.records import Conversation, Message, Summary
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from daemon.config import LogConfig
+from memoryd.config import LogConfig
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import structlog
 
-from daemon import __version__
-from daemon.config import Config, load_config
-from daemon.db import Database, RetryPolicy
-from daemon.errors import AlreadyRunning, ConfigError, DatabaseUnavailable, EmbedError, MemorydError
-from daemon.log import configure_logging
+from memoryd import __version__
+from memoryd.config import Config, load_config
+from memoryd.db import Database, RetryPolicy
+from memoryd.errors import AlreadyRunning, ConfigError, DatabaseUnavailable, EmbedError, MemorydError
+from memoryd.log import configure_logging
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     Example: memoryd ingest
              memoryd ingest conversations/2025-06-25__orage_codé_textuel
     """
-    from daemon.sync import Syncer
+    from memoryd.sync import Syncer
 
     with Database(config.database, retry=_one_shot_retry(config)) as db:
         syncer = Syncer(db, config)
@@ -70,8 +70,8 @@ def cmd_embed(args: argparse.Namespace, config: Config) -> int:
 
     Example: memoryd embed
     """
-    from daemon.embed import Embedder, embed_pending
-    from daemon.store import count_pending
+    from memoryd.embed import Embedder, embed_pending
+    from memoryd.store import count_pending
 
     with Database(config.database, retry=_one_shot_retry(config)) as db:
         total = db.run(count_pending, config.embedding.model)
@@ -108,7 +108,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
              memoryd search "résumé des décisions" --level 2 --json
              memoryd search "ZK88213" --mode text
     """
-    from daemon.search import SearchFilters, search
+    from memoryd.search import SearchFilters, search
 
     filters = SearchFilters(
         slugs=tuple(args.slug or ()),
@@ -120,7 +120,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     )
     embedder = None
     if args.mode != "text":
-        from daemon.embed import Embedder
+        from memoryd.embed import Embedder
 
         embedder = Embedder(config.embedding)
     with Database(config.database, retry=_one_shot_retry(config)) as db:
@@ -147,7 +147,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     Example: memoryd status
              memoryd status --json
     """
-    from daemon.store import stats
+    from memoryd.store import stats
 
     with Database(config.database, retry=_one_shot_retry(config)) as db:
         data = db.run(stats, config.embedding.model)
@@ -207,7 +207,7 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
     """
     import signal
 
-    from daemon.service import Daemon
+    from memoryd.daemon import Daemon
 
     daemon = Daemon(config)
 
@@ -230,7 +230,7 @@ def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
     Example: memoryd install-service
              memoryd install-service --output /tmp/memoryd.service
     """
-    from daemon.unit import render_unit, unit_path
+    from memoryd.systemd import render_unit, unit_path
 
     if config.source is None:
         raise ConfigError(
@@ -259,7 +259,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     Example: memoryd import chatgpt ~/Downloads/chatgpt-export.zip
              memoryd import claude ~/Downloads/claude-export/conversations.json
     """
-    from daemon.imports import import_export
+    from memoryd.imports import import_export
 
     report = import_export(args.source, Path(args.path), config.paths.conversations)
     print(

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.errors import ParseError
-from daemon.models import Summary, clean_text
-from daemon.parse import (
+from memoryd.errors import ParseError
+from memoryd.parse import (
     Fail,
     is_file_or_link,
     is_ignored_name,
@@ -30,6 +29,7 @@ from daemon.parse import (
     resolve_link,
     short_repr,
 )
+from memoryd.records import Summary, clean_text
 
 SUMMARY_SUFFIXES = (".json", ".jsonl")
 

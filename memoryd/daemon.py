@@ -27,13 +27,13 @@ from typing import Any
 import psycopg
 import structlog
 
-from daemon import store
-from daemon.config import Config
-from daemon.db import Database, RetryPolicy
-from daemon.errors import AlreadyRunning, Cancelled, DatabaseUnavailable, EmbedError
-from daemon.notify import SystemdNotifier
-from daemon.sync import Syncer
-from daemon.watch import FolderWatcher
+from memoryd import store
+from memoryd.config import Config
+from memoryd.db import Database, RetryPolicy
+from memoryd.errors import AlreadyRunning, Cancelled, DatabaseUnavailable, EmbedError
+from memoryd.sync import Syncer
+from memoryd.systemd import SystemdNotifier
+from memoryd.watch import FolderWatcher
 
 log = structlog.get_logger(__name__)
 
@@ -212,12 +212,12 @@ class Daemon:
     # -- embedder thread -----------------------------------------------------------
 
     def _load_embedder(self) -> Any:
-        from daemon.embed import Embedder
+        from memoryd.embed import Embedder
 
         return Embedder(self.config.embedding)
 
     def _embed_loop(self) -> None:
-        from daemon.embed import embed_pending
+        from memoryd.embed import embed_pending
 
         try:
             embedder = self._embedder_factory()

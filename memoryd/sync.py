@@ -23,13 +23,13 @@ from typing import Any
 import psycopg
 import structlog
 
-from daemon import store
-from daemon.config import Config
-from daemon.db import Database
-from daemon.errors import Cancelled, DatabaseUnavailable, MemorydError, ParseError
-from daemon.models import Conversation, Summary
-from daemon.parse import parse_conversation
-from daemon.summaries import parse_summary_folder
+from memoryd import store
+from memoryd.config import Config
+from memoryd.db import Database
+from memoryd.errors import Cancelled, DatabaseUnavailable, MemorydError, ParseError
+from memoryd.parse import parse_conversation
+from memoryd.records import Conversation, Summary
+from memoryd.summaries import parse_summary_folder
 
 log = structlog.get_logger(__name__)
 

@@ -33,8 +33,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
 
-from daemon.errors import ParseError
-from daemon.models import ROLES, Conversation, Message, clean_text
+from memoryd.errors import ParseError
+from memoryd.records import ROLES, Conversation, Message, clean_text
 
 CONVERSATION_JSON = "conversation.json"
 # Named transcripts in order of precedence, with the format each one is read as.

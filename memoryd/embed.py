@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import structlog
 
-from daemon.config import DEFAULT_MODEL, EmbeddingConfig
-from daemon.errors import EmbedError
-from daemon.onnx_backend import cache_root, model_key, onnx_backend, onnx_unavailable
-from daemon.store import (
+from memoryd.config import DEFAULT_MODEL, EmbeddingConfig
+from memoryd.errors import EmbedError
+from memoryd.onnx_backend import cache_root, model_key, onnx_backend, onnx_unavailable
+from memoryd.store import (
     ChunkVector,
     ClaimCursor,
     PendingText,
@@ -46,7 +46,7 @@ from daemon.store import (
 if TYPE_CHECKING:
     import psycopg
 
-    from daemon.db import Database
+    from memoryd.db import Database
 
 log = structlog.get_logger(__name__)
 

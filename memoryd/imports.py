@@ -54,9 +54,8 @@ from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from daemon.errors import MemorydError, ParseError
-from daemon.models import clean_text
-from daemon.parse import (
+from memoryd.errors import MemorydError, ParseError
+from memoryd.parse import (
     CONVERSATION_JSON,
     MAX_FILE_BYTES,
     META_NAME,
@@ -65,6 +64,7 @@ from daemon.parse import (
     read_json_document,
     short_repr,
 )
+from memoryd.records import clean_text
 
 SOURCES = ("chatgpt", "claude")
 EXPORT_MEMBER = "conversations.json"

@@ -45,7 +45,7 @@ import psycopg
 from psycopg import sql
 
 if TYPE_CHECKING:
-    from daemon.embed import Embedder
+    from memoryd.embed import Embedder
 
 Mode = Literal["vector", "text", "hybrid"]
 MODES: tuple[Mode, ...] = ("vector", "text", "hybrid")

@@ -36,8 +36,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from daemon.config import DatabaseConfig
-from daemon.errors import Cancelled, DatabaseUnavailable, StoreError, TransientError
+from memoryd.config import DatabaseConfig
+from memoryd.errors import Cancelled, DatabaseUnavailable, StoreError, TransientError
 
 log = structlog.get_logger(__name__)
 
