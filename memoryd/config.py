@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
+from memoryd.dsn import check_dsn
 from memoryd.errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -110,6 +111,9 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         raise ConfigError(f"unknown configuration section(s): {unknown} (known: {', '.join(_SECTIONS)})")
     config = Config(**sections, source=source)
     _check_consistency(config)
+    if config.database.dsn:
+        label = "[database] dsn (MEMORYD_DSN)" if env.get("MEMORYD_DSN") else "[database] dsn"
+        check_dsn(config.database.dsn, label=label)
     return config
 
 

@@ -21,7 +21,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import structlog
@@ -37,6 +36,7 @@ from tenacity import (
 )
 
 from memoryd.config import DatabaseConfig
+from memoryd.dsn import check_dsn, config_error_of, redact_dsn
 from memoryd.errors import Cancelled, DatabaseUnavailable, StoreError, TransientError
 
 log = structlog.get_logger(__name__)
@@ -55,27 +55,15 @@ def migrations_dir() -> Path:
     raise StoreError(f"no migrations found next to {_PACKAGE_DIR}")  # pragma: no cover - broken install
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced, fit for logs and status output."""
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return "<unparseable dsn>"
-    if parts.scheme.startswith("postgres"):
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            parts = parts._replace(netloc=netloc)
-        return urlunsplit(parts)
-    # key=value form
-    return " ".join("password=***" if item.startswith("password=") else item for item in dsn.split())
-
-
 def is_transient(exc: BaseException) -> bool:
     """Whether waiting and trying again can succeed.
 
     Connection failures, a server shutting down, a broken pool and
-    serialization failures all go away by themselves; a syntax error does not.
+    serialization failures all go away by themselves; a syntax error does not,
+    nor does an option value libpq rejects when connecting (``port=notaport``).
     """
+    if config_error_of(exc) is not None:
+        return False
     if isinstance(exc, TransientError | psycopg.OperationalError | psycopg.InterfaceError):
         return True
     return isinstance(exc, psycopg.errors.AdminShutdown | psycopg.errors.CannotConnectNow)
@@ -129,6 +117,8 @@ class RetryPolicy:
         except Cancelled:
             raise
         except Exception as exc:
+            if (config_error := config_error_of(exc)) is not None:
+                raise config_error from None
             if is_transient(exc):
                 raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
             raise
@@ -258,6 +248,8 @@ class Database:
     """
 
     def __init__(self, config: DatabaseConfig, *, retry: RetryPolicy | None = None, max_connections: int = 6) -> None:
+        if config.dsn:
+            check_dsn(config.dsn)  # a Config built in code skips load_config's check
         self.config = config
         self.embedded = EmbeddedServer(config.data_dir) if not config.dsn else None
         self.retry = retry or RetryPolicy()
