@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import threading
 import time
 import warnings
@@ -69,6 +70,30 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.AdminShutdown | psycopg.errors.CannotConnectNow)
 
 
+def is_conflict(exc: BaseException | None) -> bool:
+    """A deadlock or serialization failure: the transaction lost a race, and running it again wins it.
+
+    Not an outage: the server answered.  Retried at once (after a few
+    milliseconds of jitter), logged as ``db_conflict_retried``.
+    """
+    # SQLSTATE class 40, "transaction rollback": 40001 serialization_failure, 40P01 deadlock_detected.
+    # By code, not class: psycopg derives DeadlockDetected from OperationalError, not TransactionRollback.
+    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40")
+
+
+# Jitter before re-running a transaction that lost a race: enough for the winner to commit.
+CONFLICT_WAIT_S = 0.05
+
+
+class _CallState:
+    """One ``RetryPolicy.call``: whether it is one of the calls an outage is waiting on."""
+
+    __slots__ = ("failing",)
+
+    def __init__(self) -> None:
+        self.failing = False
+
+
 class RetryPolicy:
     """Exponential backoff with jitter, capped at ``max_wait_s`` between tries.
 
@@ -78,6 +103,12 @@ class RetryPolicy:
     Setting ``cancel`` interrupts a wait and ends the retries with
     :class:`Cancelled`, so a stopping daemon does not sit out a 30 s backoff;
     ``on_wait`` is called about every second while waiting (systemd heartbeats).
+
+    An outage is logged once (``db_unavailable``) when a first call fails, and
+    ends (``db_recovered``) only when every call that failed has succeeded:
+    during a full disk, reads keep succeeding while writes fail, and a read
+    must not announce a recovery that has not happened (issue 14).  Conflicts
+    (:func:`is_conflict`) are retried quickly and are no outage at all.
     """
 
     def __init__(
@@ -96,24 +127,29 @@ class RetryPolicy:
         self.max_wait_s = max_wait_s
         self.initial_wait_s = initial_wait_s
         self.on_retry = on_retry
+        self._backoff = wait_random_exponential(multiplier=initial_wait_s, max=max_wait_s)
         # Shared by all threads using this policy, so an outage is logged once, not per retry.
         self._outage_lock = threading.Lock()
         self._outage_since: float | None = None
+        self._failing_calls = 0
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` until it succeeds, retrying transient failures."""
+        state = _CallState()
         retrying = Retrying(
             retry=retry_if_exception(is_transient),
-            wait=wait_random_exponential(multiplier=self.initial_wait_s, max=self.max_wait_s),
+            wait=self._wait,
             stop=stop_never if self.deadline_s is None else stop_before_delay(self.deadline_s),
-            before_sleep=self._before_sleep,
+            before_sleep=lambda retry_state: self._before_sleep(retry_state, state),
             sleep=self._sleep,
             reraise=True,
         )
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("stopping")
+        succeeded = False
         try:
             result = retrying(fn, *args, **kwargs)
+            succeeded = True
         except Cancelled:
             raise
         except Exception as exc:
@@ -122,8 +158,16 @@ class RetryPolicy:
             if is_transient(exc):
                 raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
             raise
-        self._recovered()
+        finally:
+            if state.failing:
+                self._settle(succeeded=succeeded)
         return result
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if is_conflict(exc):
+            return random.uniform(0.0, CONFLICT_WAIT_S)
+        return float(self._backoff(retry_state))
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -135,9 +179,15 @@ class RetryPolicy:
             if self.on_wait is not None:
                 self.on_wait()
 
-    def _before_sleep(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
+    def _before_sleep(self, retry_state: RetryCallState, state: _CallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if is_conflict(exc):
+            log.info("db_conflict_retried", error=_first_line(exc), attempt=retry_state.attempt_number)
+            return
         with self._outage_lock:
+            if not state.failing:
+                state.failing = True
+                self._failing_calls += 1
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
                 log.warning("db_unavailable", error=_first_line(exc), retrying=True)
@@ -147,13 +197,15 @@ class RetryPolicy:
             except Exception as hook_exc:  # the next try reports the real state
                 log.debug("db_retry_hook_failed", error=_first_line(hook_exc))
 
-    def _recovered(self) -> None:
-        if self._outage_since is None:
-            return
+    def _settle(self, *, succeeded: bool) -> None:
+        """A call that had failed is over: the outage ends when the last such call succeeds."""
         with self._outage_lock:
-            if self._outage_since is not None:
+            self._failing_calls -= 1
+            if self._failing_calls or self._outage_since is None:
+                return
+            if succeeded:
                 log.info("db_recovered", outage_s=round(time.monotonic() - self._outage_since, 1))
-                self._outage_since = None
+            self._outage_since = None
 
 
 def _first_line(exc: BaseException | None) -> str:

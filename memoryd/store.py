@@ -469,6 +469,14 @@ def claim_pending(
     waits for its embedding transaction instead of racing it.  Texts behind
     the cursor (skipped while locked, or edited since) are found by a claim
     from the start, which the caller makes before it stops.
+
+    The conversation row is locked here too (``FOR KEY SHARE``, what the
+    foreign-key check of the later COPY would take): a sync holds it ``FOR
+    UPDATE`` while it deletes messages, and taking it only at COPY time made
+    the two transactions wait for each other ("deadlock detected", issue 14).
+    Claimed this way, the embedder takes every lock it needs at once, without
+    waiting (SKIP LOCKED), so it is never part of a lock cycle: a sync in
+    progress makes it skip that conversation's texts until the next claim.
     """
     cursor = cursor or ClaimCursor()
     claimed: list[PendingText] = []
@@ -480,10 +488,11 @@ def claim_pending(
             break
         query = sql.SQL(
             "SELECT t.id, t.conversation_id, t.content, t.content_hash FROM {table} AS t"
+            " JOIN conversations AS c ON c.id = t.conversation_id"
             " WHERE t.id > %(after)s AND NOT EXISTS (SELECT 1 FROM embeddings AS e WHERE e.{fk} = t.id"
             # Implied by the join, but lets a merge anti-join start at the cursor too.
             " AND e.{fk} > %(after)s AND e.model = %(model)s AND e.content_hash = t.content_hash)"
-            " ORDER BY t.id LIMIT %(limit)s FOR UPDATE OF t SKIP LOCKED"
+            " ORDER BY t.id LIMIT %(limit)s FOR UPDATE OF t SKIP LOCKED FOR KEY SHARE OF c SKIP LOCKED"
         ).format(table=sql.Identifier(table), fk=sql.Identifier(fk))
         params = {"after": after, "model": model, "limit": limit - len(claimed)}
         for ref_id, conv_id, content, chash in conn.execute(query, params):
