@@ -424,23 +424,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dataclasses import replace
 
         log_config = replace(log_config, level="debug")
-    configure_logging(log_config)
+    fmt = configure_logging(log_config)
+    # The daemon's stderr is its JSON log (journald): its last words are an event too.
+    as_event = fmt == "json" and args.command == "watch"
     try:
         return COMMANDS[args.command](args, config)
     except ConfigError as exc:
-        print(f"memoryd: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(f"configuration error: {exc}", EXIT_CONFIG, as_event=as_event)
     except DatabaseUnavailable as exc:
-        print(f"memoryd: {exc}", file=sys.stderr)
-        return EXIT_DB
+        return _fail(str(exc), EXIT_DB, as_event=as_event)
     except AlreadyRunning as exc:
-        print(f"memoryd: {exc}", file=sys.stderr)
-        return EXIT_ALREADY_RUNNING
+        return _fail(str(exc), EXIT_ALREADY_RUNNING, as_event=as_event)
     except (EmbedError, MemorydError) as exc:
-        print(f"memoryd: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(f"error: {exc}", EXIT_ERROR, as_event=as_event)
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(message: str, code: int, *, as_event: bool) -> int:
+    """Say why the command failed: a `memoryd: ...` line, or a command_failed event in the daemon's JSON log."""
+    if as_event:
+        log.error("command_failed", error=message, exit_code=code)
+    else:
+        print(f"memoryd: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,6 +45,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 MIGRATIONS_LOCK = 0x6D656D6F  # "memo": serialises concurrent `init`s
+# Lines of the embedded server's log carried by an embedded_db_start_failed event.
+SERVER_LOG_TAIL_LINES = 20
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -239,11 +241,24 @@ class EmbeddedServer:
         try:
             self._server = get_server(self.data_dir, cleanup_mode="stop")
         except Exception as exc:
-            log_file = self.data_dir / "log"
-            raise DatabaseUnavailable(
-                f"cannot start the embedded PostgreSQL in {self.data_dir}: {_first_line(exc)} (see {log_file})"
-            ) from exc
+            raise self._start_failed(exc) from exc
         return str(self._server.get_uri())
+
+    def _start_failed(self, exc: BaseException) -> DatabaseUnavailable:
+        """Log a failed start once, with the tail of the server's log in the event, and the error to raise.
+
+        The wheel would print the whole log file (dozens of lines, growing at
+        each try) as plain text in the middle of the JSON log; log.py mutes it.
+        """
+        log_file = self.data_dir / "log"
+        try:
+            tail = log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-SERVER_LOG_TAIL_LINES:]
+        except OSError:
+            tail = []
+        log.error("embedded_db_start_failed", data_dir=str(self.data_dir), error=_first_line(exc), server_log=tail)
+        return DatabaseUnavailable(
+            f"cannot start the embedded PostgreSQL in {self.data_dir}: {_first_line(exc)} (see {log_file})"
+        )
 
     def revive(self) -> None:
         """Restart the server if it died (SIGKILL, OOM) while we were using it."""
@@ -256,7 +271,10 @@ class EmbeddedServer:
             if info is not None and info.is_running():
                 return
             log.warning("embedded_db_restart", data_dir=str(self.data_dir))
-            self._server.ensure_postgres_running()
+            try:
+                self._server.ensure_postgres_running()
+            except Exception as exc:
+                raise self._start_failed(exc) from exc
 
     def stop(self) -> None:
         """Release this process's handle; the last user stops the server."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import psycopg
+import pytest
 from structlog.testing import capture_logs
 
 from memoryd.db import RetryPolicy
 from tests.daemon_helpers import wait_for
+from tests.test_cli import clean_environment, run_memoryd
 
 DISK_FULL_SQL = """
 CREATE TABLE scratch (x int);
@@ -57,3 +61,22 @@ def test_a_read_that_succeeds_during_a_disk_full_outage_does_not_end_it(db_dsn: 
     assert during == ["db_unavailable"], during
     assert [e["event"] for e in logs] == ["db_unavailable", "db_recovered"]
     assert "No space left on device" in logs[0]["error"]
+
+
+@pytest.mark.slow
+def test_a_failed_embedded_server_start_is_one_json_event(tmp_path: Path, pg_data_dir: Path) -> None:
+    """`memoryd watch` whose embedded server cannot start writes only JSON lines, the server log inside one event."""
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(f"[database]\ndata_dir = {json.dumps(str(pg_data_dir))}\n", encoding="utf-8")
+    env = clean_environment() | {"MEMORYD_CONFIG": str(config_path), "MEMORYD_LOG_FORMAT": "json"}
+    init = run_memoryd(["init"], cwd=tmp_path, env=env, timeout=300)
+    assert init.returncode == 0, init.stderr
+    with (pg_data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
+        conf.write("memoryd_test_no_such_setting = 1\n")  # the server now refuses to start
+    result = run_memoryd(["watch"], cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 3
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # fails on any line that is not JSON
+    failed = [e for e in events if e["event"] == "embedded_db_start_failed"]
+    assert len(failed) == 1, events
+    assert any("memoryd_test_no_such_setting" in line for line in failed[0]["server_log"])
+    assert events[-1]["event"] == "command_failed" and events[-1]["exit_code"] == 3
