@@ -350,16 +350,17 @@ class _SlugEventHandler(FileSystemEventHandler):
         self._touch(event.src_path, is_directory=False)
 
     def on_deleted(self, event: DirDeletedEvent | FileDeletedEvent) -> None:
-        self._touch(event.src_path, is_directory=event.is_directory)
+        self._touch(event.src_path, is_directory=event.is_directory, vanished=True)
 
     def on_moved(self, event: DirMovedEvent | FileMovedEvent) -> None:
         # A rename is the old slug vanishing and the new one appearing; an
         # empty side is a move across the roots' boundary.
-        for path in (event.src_path, event.dest_path):
-            if path:
-                self._touch(path, is_directory=event.is_directory)
+        if event.src_path:
+            self._touch(event.src_path, is_directory=event.is_directory, vanished=True)
+        if event.dest_path:
+            self._touch(event.dest_path, is_directory=event.is_directory)
 
-    def _touch(self, raw_path: bytes | str, *, is_directory: bool) -> None:
+    def _touch(self, raw_path: bytes | str, *, is_directory: bool, vanished: bool = False) -> None:
         path = os.fsdecode(raw_path)
         if path in self._roots:
             # Modifications of a root itself only echo its children's events;
@@ -367,6 +368,12 @@ class _SlugEventHandler(FileSystemEventHandler):
             if not os.path.isdir(path):
                 self._on_root_lost()
             return
+        # inotify reports a symlink as a file, even one to a folder; the
+        # reconcile takes a symlinked slug folder as a slug, and so do events:
+        # a link now, or a name that vanished (it may have been one).  A stray
+        # file that vanished costs one sync that finds nothing.
+        if not is_directory and os.path.dirname(path) in self._roots:
+            is_directory = vanished or os.path.islink(path)
         slug = slug_for_path(path, self._roots, is_directory=is_directory)
         if slug is not None:
             self._on_slug(slug)
