@@ -194,6 +194,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         f"embeddings:     {data['embeddings']}  (model {data['model']}, {data['pending_embeddings']} text(s) pending)"
     )
     print(f"last sync:      {data['last_sync'] or 'never'}")
+    if data.get("in_progress"):
+        print(f"in progress:    {len(data['in_progress'])} (still being written: {', '.join(data['in_progress'])})")
     problems = data["problems"]
     print(f"problems:       {len(problems)}")
     for p in problems:

@@ -20,10 +20,12 @@ class ConfigError(MemorydError):
 class ParseError(MemorydError):
     """An input file cannot be read or does not follow its format."""
 
-    def __init__(self, path: Path | str, reason: str, *, line: int | None = None) -> None:
+    def __init__(self, path: Path | str, reason: str, *, line: int | None = None, in_progress: bool = False) -> None:
         self.path = Path(path)
         self.reason = reason
         self.line = line
+        # Not broken: still being written (a JSONL file without one complete line yet).
+        self.in_progress = in_progress
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         super().__init__(f"{where}: {reason}")
 

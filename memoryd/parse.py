@@ -360,6 +360,7 @@ class Transcript:
     tags: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     source_format: str | None = None
+    in_progress: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +391,8 @@ def parse_conversation(folder: Path, *, root: Path | None = None) -> Conversatio
         raise ParseError(transcript_path, "empty file")
     transcript = _READERS[source_format](transcript_path, text)
     if not transcript.messages:
+        if transcript.in_progress:
+            raise ParseError(transcript_path, "no complete line yet", in_progress=True)
         raise ParseError(transcript_path, "no messages")
 
     meta_path = folder / META_NAME
@@ -417,6 +420,7 @@ def parse_conversation(folder: Path, *, root: Path | None = None) -> Conversatio
         total_lines=_count_lines(text),
         tags=meta.tags or transcript.tags,
         warnings=(*warnings, *transcript.warnings),
+        in_progress=transcript.in_progress,
     )
 
 
@@ -562,15 +566,28 @@ def _ts(value: object) -> str | None:
 
 
 def _read_jsonl(path: Path, text: str) -> Transcript:
+    """One message per line.
+
+    A last line without its newline that does not read as a message, but
+    starts like one (``{``, no NUL), is not written yet (a writer is in the
+    middle of it), not corrupt: the complete lines are the transcript, marked
+    ``in_progress``.  The same text anywhere else is an error naming its line.
+    """
     messages: list[Message] = []
-    for number, line in enumerate(text.split("\n"), start=1):
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
 
         def fail(reason: str, number: int = number) -> ParseError:
             return ParseError(path, reason, line=number)
 
-        messages.append(_message(load_json(line, fail), len(messages), fail))
+        try:
+            messages.append(_message(load_json(line, fail), len(messages), fail))
+        except ParseError:
+            if number < len(lines) or not line.lstrip().startswith("{") or "\x00" in line:
+                raise  # a terminated line, or one no JSONL writer would start: really broken
+            return Transcript(messages=tuple(messages), in_progress=True)
     return Transcript(messages=tuple(messages))
 
 

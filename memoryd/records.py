@@ -74,6 +74,8 @@ class Conversation:
     total_lines: int
     tags: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    in_progress: bool = False
+    """The transcript is still being written: what is here is its complete part."""
 
 
 @dataclass(frozen=True, slots=True)

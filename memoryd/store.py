@@ -379,6 +379,18 @@ def folder_states(conn: psycopg.Connection[Any]) -> dict[str, tuple[str | None, 
     return {slug: (conv_fp, sum_fp) for slug, conv_fp, sum_fp in rows}
 
 
+IN_PROGRESS = "in-progress:"
+
+
+def in_progress_fingerprint(fingerprint: str | None) -> str:
+    """A folder state that no disk fingerprint equals: the next reconcile syncs the slug again.
+
+    Marks a slug stored while its transcript was still being written;
+    ``memoryd status`` counts them.
+    """
+    return IN_PROGRESS + (fingerprint or "")
+
+
 def record_folder_state(
     conn: psycopg.Connection[Any], slug: str, conversation_fp: str | None, summaries_fp: str | None
 ) -> None:
@@ -650,8 +662,12 @@ def stats(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
     problems = conn.execute(
         "SELECT path, slug, severity, error, first_seen, last_seen, count FROM ingest_errors ORDER BY last_seen DESC"
     ).fetchall()
+    in_progress = conn.execute(
+        "SELECT slug FROM folder_state WHERE starts_with(conversation_fingerprint, %s) ORDER BY slug", (IN_PROGRESS,)
+    ).fetchall()
     return {
         **counts(conn, model),
+        "in_progress": [row[0] for row in in_progress],
         "models": [{"model": m, "dim": d, "embeddings": n} for m, d, n in models],
         "problems": [
             {

@@ -14,7 +14,7 @@ import collections
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,10 +94,18 @@ class SlugInput:
     # None: the summaries folder exists but cannot be listed.
     summaries: dict[Path, list[Summary] | ParseError] | None = field(default_factory=dict)
     problems: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Still being written: a JSONL line without its newline, or files that kept
+    # moving until max_wait_ms (the watcher says so).  Stored as far as complete.
+    in_progress: bool = False
+    # The transcript's last line is cut (no newline, unreadable): its complete
+    # lines may replace a stored version, but never shrink it (a truncated file).
+    torn: bool = False
 
     def as_new_slug(self) -> store.NewSlug | None:
-        """The bulk-insert form, when the slug parsed without any problem."""
+        """The bulk-insert form, when the slug parsed without any problem and is complete."""
         if self.conversation is None or self.problems or self.summaries is None or _db_text(self.slug) != self.slug:
+            return None
+        if self.in_progress:
             return None
         summaries = [s for result in self.summaries.values() if not isinstance(result, ParseError) for s in result]
         return store.NewSlug(self.conversation, summaries, self.conv_fp, self.sum_fp)
@@ -124,20 +132,28 @@ class Syncer:
 
     # -- one slug ------------------------------------------------------------
 
-    def read_slug(self, slug: str) -> SlugInput:
-        """Everything the database needs about a slug, read from disk (no database work)."""
+    def read_slug(self, slug: str, *, growing: bool = False) -> SlugInput:
+        """Everything the database needs about a slug, read from disk (no database work).
+
+        ``growing``: the watcher saw its files still moving at max_wait_ms.
+        """
         # Fingerprints first: a file changed while we parse makes the next
         # reconcile see a difference, never the reverse.
         conv_dir = self.conversations_dir / slug
         sum_dir = self.summaries_dir / slug
-        inp = SlugInput(slug, fingerprint(conv_dir), fingerprint(sum_dir))
+        inp = SlugInput(slug, fingerprint(conv_dir), fingerprint(sum_dir), in_progress=growing)
         if inp.conv_fp is not None:
             try:
                 inp.conversation = parse_conversation(conv_dir)
             except ParseError as exc:
-                inp.conv_failed = True
-                inp.problems[_db_text(str(exc.path))] = ("error", _reason(exc))
+                inp.conv_failed = True  # the stored version stays
+                if exc.in_progress:  # not one complete line yet: nothing to store, nothing wrong
+                    inp.in_progress = True
+                else:
+                    inp.problems[_db_text(str(exc.path))] = ("error", _reason(exc))
             else:
+                inp.torn = inp.conversation.in_progress
+                inp.in_progress = inp.in_progress or inp.torn
                 if inp.conversation.warnings:
                     inp.problems[_db_text(str(inp.conversation.source_path))] = (
                         "warning",
@@ -155,9 +171,9 @@ class Syncer:
                         inp.problems[_db_text(str(summary_path))] = ("error", _reason(result))
         return inp
 
-    def sync_slug(self, slug: str) -> store.SlugChanges:
+    def sync_slug(self, slug: str, *, growing: bool = False) -> store.SlugChanges:
         """Make the database match ``conversations/<slug>`` and ``summaries/<slug>``."""
-        return self._sync_input(self.read_slug(slug), time.monotonic())
+        return self._sync_input(self.read_slug(slug, growing=growing), time.monotonic())
 
     def _sync_input(self, inp: SlugInput, started: float) -> store.SlugChanges:
         if _db_text(inp.slug) != inp.slug:  # the slug is the database key: it must be text
@@ -169,6 +185,8 @@ class Syncer:
                 f"ingest_{severity}", slug=inp.slug, path=path, error=message
             )
         fields: dict[str, Any] = {k: v for k, v in vars(changes).items() if v and k != "errors"}
+        if inp.in_progress:
+            fields["in_progress"] = True
         if changes.wrote:
             log.info("slug_stored", slug=inp.slug, seconds=round(time.monotonic() - started, 3), **fields)
         else:
@@ -180,7 +198,10 @@ class Syncer:
         slug = inp.slug
         store.lock_slug(conn, slug)
         conv_id: int | None
-        if inp.conversation is not None:
+        if inp.conversation is not None and inp.torn and _would_shrink(conn, inp.conversation):
+            conv_id = store.conversation_id(conn, slug)  # the stored, longer version stays until the line ends
+            changes.conversation = "kept"
+        elif inp.conversation is not None:
             conv_id = store.upsert_conversation(conn, inp.conversation, changes)
         elif inp.conv_failed:
             conv_id = store.conversation_id(conn, slug)  # the stored version stays
@@ -199,7 +220,8 @@ class Syncer:
         elif inp.sum_fp is not None or self.on_delete == "delete":
             store.sync_summaries(conn, conv_id, inp.summaries, changes)
         fresh = store.record_problems(conn, slug, inp.problems)
-        store.record_folder_state(conn, slug, inp.conv_fp, inp.sum_fp)
+        conv_fp = store.in_progress_fingerprint(inp.conv_fp) if inp.in_progress else inp.conv_fp
+        store.record_folder_state(conn, slug, conv_fp, inp.sum_fp)
         changes.errors = sorted(inp.problems)
         return changes, fresh
 
@@ -273,6 +295,7 @@ class Syncer:
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         log_summary: bool = True,
+        growing: Collection[str] = (),
     ) -> ReconcileReport:
         """Sync every slug that changed (all of them with ``force``, or only ``slugs``).
 
@@ -293,7 +316,7 @@ class Syncer:
             if progress is not None:
                 progress(done, len(todo))
 
-        fresh = [slug for slug in todo if slug in new]
+        fresh = [slug for slug in todo if slug in new and slug not in growing]
         workers = bulk_workers(self.db)
         # This thread reads the next batch while up to `workers` earlier ones are stored.
         in_flight: collections.deque[tuple[list[SlugInput], Future[set[str]]]] = collections.deque()
@@ -319,10 +342,11 @@ class Syncer:
                     settle_oldest()
             while in_flight:
                 settle_oldest()
-        for slug in (s for s in todo if s not in new):
+        bulk = set(fresh)
+        for slug in (s for s in todo if s not in bulk):
             if should_stop():
                 break
-            self._sync_guarded(slug, report)
+            self._sync_guarded(slug, report, growing=slug in growing)
             step()
         report.seconds = time.monotonic() - started
         (log.info if log_summary else log.debug)(
@@ -362,11 +386,11 @@ class Syncer:
                 )
         return inserted
 
-    def _sync_guarded(self, target: str | SlugInput, report: ReconcileReport) -> None:
+    def _sync_guarded(self, target: str | SlugInput, report: ReconcileReport, *, growing: bool = False) -> None:
         """Sync one slug; a slug the database or the filesystem refuses does not stop the others."""
         slug = target if isinstance(target, str) else target.slug
         try:
-            inp = self.read_slug(target) if isinstance(target, str) else target
+            inp = self.read_slug(target, growing=growing) if isinstance(target, str) else target
             changes = self._sync_input(inp, time.monotonic())
         except (DatabaseUnavailable, Cancelled):
             raise
@@ -399,6 +423,16 @@ def _db_text(text: str) -> str:
 
 def _reason(exc: ParseError) -> str:
     return exc.reason if exc.line is None else f"line {exc.line}: {exc.reason}"
+
+
+def _would_shrink(conn: psycopg.Connection[Any], conv: Conversation) -> bool:
+    """Whether storing ``conv`` would leave fewer messages than are stored now."""
+    row = conn.execute(
+        "SELECT count(m.id) FROM conversations AS c LEFT JOIN messages AS m ON m.conversation_id = c.id"
+        " WHERE c.slug = %s",
+        (conv.slug,),
+    ).fetchone()
+    return row is not None and int(row[0]) > len(conv.messages)
 
 
 def _known_slugs(conn: psycopg.Connection[Any]) -> tuple[dict[str, tuple[str | None, str | None]], set[str]]:

@@ -114,10 +114,14 @@ class WatchBatch:
     ``rescan`` says that events may have been lost (queue overflow, an observer
     thread died, a root was deleted, moved or recreated, or someone called
     ``request_rescan``): the caller should reconcile every slug, not just these.
+    ``growing`` (a subset of ``slugs``) were handed out because ``max_wait_s``
+    passed while their files still moved: what is complete is worth storing,
+    marked as in progress; each is handed out again once it stands still.
     """
 
     slugs: list[str]
     rescan: bool = False
+    growing: frozenset[str] = frozenset()
 
 
 def slug_for_path(
@@ -219,6 +223,7 @@ class SlugDebouncer:
         self._clock = clock
         self._lock = threading.Lock()
         self._bursts: dict[str, _Burst] = {}
+        self._growing: set[str] = set()
 
     def touch(self, slug: str) -> bool:
         """Record an event for ``slug``; True when it starts a new burst.
@@ -254,6 +259,13 @@ class SlugDebouncer:
         ready = [slug for slug, generation in due if self._check(slug, generation)]
         return sorted(ready)
 
+    def pop_growing(self, slugs: Sequence[str]) -> frozenset[str]:
+        """Which of ``slugs`` (just collected) were emitted past max_wait, still moving."""
+        with self._lock:
+            growing = self._growing.intersection(slugs)
+            self._growing -= growing
+        return frozenset(growing)
+
     def _due(self, burst: _Burst) -> float:
         return burst.due(self.debounce_s, self.max_wait_s, self.settle_s)
 
@@ -267,11 +279,17 @@ class SlugDebouncer:
             stable = burst.previous is not None and snapshot == burst.previous
             untouched = burst.generation == generation
             overdue = checked_at - burst.first_event >= self.max_wait_s
+            if stable and overdue:
+                # Still moving when max_wait ran out: emitted as growing, and
+                # re-armed, so the slug is emitted again once it stands still
+                # (a writer that stopped sends no further event).
+                self._growing.add(slug)
+                start = burst.last_event if not untouched else checked_at
+                self._bursts[slug] = _Burst(first_event=start, last_event=start)
+                return True
             if stable and untouched:
                 del self._bursts[slug]
-                return True
-            if stable and overdue:
-                self._bursts[slug] = _Burst(first_event=burst.last_event, last_event=burst.last_event)
+                self._growing.discard(slug)
                 return True
             burst.previous = snapshot
             burst.last_check = checked_at
@@ -558,7 +576,7 @@ class FolderWatcher:
             rescan = self._rescan_reason is not None
             self._rescan_reason = None
         if slugs or rescan:
-            return WatchBatch(slugs=slugs, rescan=rescan)
+            return WatchBatch(slugs=slugs, rescan=rescan, growing=self._debouncer.pop_growing(slugs))
         return None
 
     def _sleep(self, seen: int, timeout: float) -> None:
