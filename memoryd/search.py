@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -116,11 +116,6 @@ class SearchHit:
     vector_rank: int | None = None  # 1-based rank in the vector candidates, None if absent
     text_rank: int | None = None  # 1-based rank in the text candidates, None if absent
 
-    def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["created_date"] = self.created_date.isoformat() if self.created_date else None
-        return data
-
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -161,7 +156,7 @@ def search(
     else:
         if embedder is None:
             raise ValueError(f"{mode} search needs the embedding model")
-        query = SearchQuery(text, embedder.encode([text])[0], embedder.name, embedder.dim)
+        query = SearchQuery(text, embedder.encode_queries([text])[0], embedder.name, embedder.dim)
     return search_query(conn, query, k=k, filters=filters, mode=mode)
 
 
