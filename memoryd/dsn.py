@@ -11,11 +11,12 @@ from the parser's reason with its quoted tokens removed.
 from __future__ import annotations
 
 import re
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from typing import Any
 
 from memoryd.errors import ConfigError
+
+# psycopg is imported inside the functions: `import memoryd` (and a search a
+# daemon answers) must not load the driver; only a configured DSN does.
 
 __all__ = ["check_dsn", "config_error_of", "redact_dsn"]
 
@@ -53,10 +54,9 @@ def check_dsn(dsn: str, *, label: str = "[database] dsn") -> None:
     No value is echoed: ``postgresql://u:SECRET/db`` (a forgotten ``@host``)
     parses as host ``u``, port ``SECRET``.
     """
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"{label} is not a valid PostgreSQL connection string: {_without_quoted(str(exc))}") from None
+    params = _parse(dsn)
+    if isinstance(params, str):
+        raise ConfigError(f"{label} is not a valid PostgreSQL connection string: {params}")
     ports = [p.strip() for p in str(params.get("port", "")).split(",")] if params.get("port") else []
     for port in ports:
         if port and not (port.isdigit() and 0 < int(port) < 65536):
@@ -74,12 +74,25 @@ def check_dsn(dsn: str, *, label: str = "[database] dsn") -> None:
             raise ConfigError(f"{label}: {key} must be one of {', '.join(choices)}")
 
 
+def _parse(dsn: str) -> dict[str, Any] | str:
+    """libpq's reading of ``dsn``, or why it cannot read it (quoted tokens removed)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        return _without_quoted(str(exc))
+
+
 def config_error_of(exc: BaseException) -> ConfigError | None:
     """The configuration error behind a connection failure, if libpq rejected an option value.
 
     A safety net behind :func:`check_dsn`, for values a newer libpq checks and
     this module does not know: such a failure is not an outage, so it is not retried.
     """
+    import psycopg
+
     if isinstance(exc, psycopg.OperationalError) and _CONFIG_MESSAGES.search(str(exc)):
         return ConfigError(f"[database] dsn: {_without_quoted(str(exc).removeprefix('connection is bad: '))}")
     return None
@@ -87,9 +100,7 @@ def config_error_of(exc: BaseException) -> ConfigError | None:
 
 def redact_dsn(dsn: str) -> str:
     """The DSN with any password replaced, fit for logs and status output."""
-    try:
-        conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
+    if isinstance(_parse(dsn), str):
         return "<invalid dsn>"
     if "://" in dsn.split("?", 1)[0]:
         redacted = _URI_PASSWORD.sub(lambda m: f"{m[1]}***{m[3]}" if m[2] else m[0], dsn, count=1)
