@@ -55,5 +55,6 @@ def test_unit_keeps_what_the_embedded_server_and_a_tcp_dsn_need(tmp_path: Path) 
     text = _render(tmp_path, 'data_dir = "embedded-pg"').read_text(encoding="utf-8")
     assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n" in text
     assert "SystemCallFilter=@system-service\n" in text
+    assert "RestartPreventExitStatus=2 4\n" in text  # a configuration error is not restarted forever
     assert "PrivateNetwork" not in text.replace("PrivateNetwork/IPAddressDeny", "")
     assert f"ReadWritePaths=-{tmp_path / 'embedded-pg'} %t -%C/memoryd\n" in text
