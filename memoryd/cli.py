@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,6 +23,9 @@ from memoryd.config import Config, load_config
 from memoryd.db import Database, RetryPolicy
 from memoryd.errors import AlreadyRunning, ConfigError, DatabaseUnavailable, EmbedError, MemorydError
 from memoryd.log import configure_logging
+
+if TYPE_CHECKING:
+    from memoryd.imports import ImportReport
 
 log = structlog.get_logger(__name__)
 
@@ -248,20 +251,33 @@ def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_import(args: argparse.Namespace, config: Config) -> int:
-    """Split a ChatGPT or Claude data export into conversation folders, which the daemon then stores.
+    """Turn a data export or an agent's session logs into conversation folders, which the daemon then stores.
 
-    PATH is the export's .zip, its conversations.json, or the folder it was
-    unzipped to.  Each conversation becomes a folder in the conversations
-    folder; importing the same export again changes nothing, and a
-    conversation changed in a newer export is updated under the same slug.
-    Damaged conversations are listed and skipped (exit code 1).
+    chatgpt, claude: PATH is the export's .zip, its conversations.json, or
+    the folder it was unzipped to.  claude-code, codex: PATH is the agent's
+    session folder (default ~/.claude/projects, ~/.codex/sessions) or one
+    session .jsonl; each session (and each sub-agent run) becomes a folder,
+    compaction summaries go to the summaries folder.  Importing the same
+    source again changes nothing; what changed is updated under the same
+    slug.  Damaged conversations are listed and skipped (exit code 1).
 
     Example: memoryd import chatgpt ~/Downloads/chatgpt-export.zip
              memoryd import claude ~/Downloads/claude-export/conversations.json
+             memoryd import claude-code
+             memoryd import codex ~/.codex/sessions/2026/05
     """
-    from memoryd.imports import import_export
+    if args.source in ("claude-code", "codex"):
+        report = _import_sessions(args.source, args.path, config)
+    elif args.path is None:
+        print(
+            f"memoryd: error: import {args.source} needs PATH (the export's .zip or conversations.json)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    else:
+        from memoryd.imports import import_export
 
-    report = import_export(args.source, Path(args.path), config.paths.conversations)
+        report = import_export(args.source, Path(args.path), config.paths.conversations)
     print(
         f"imported {report.conversations} conversation(s) from {report.path} into {config.paths.conversations}:"
         f" {len(report.created)} new, {len(report.updated)} updated, {len(report.unchanged)} unchanged,"
@@ -274,6 +290,22 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     for line in report.errors:
         print(f"  error: {line}", file=sys.stderr)
     return EXIT_ERROR if report.errors else 0
+
+
+def _import_sessions(source: str, path: str | None, config: Config) -> ImportReport:
+    """An agent's session logs (default: where the agent writes them) → conversation folders."""
+    from memoryd.exports import claude_code, codex
+
+    if source == "claude-code":
+        importer, default = claude_code.import_claude_code, claude_code.DEFAULT_DIR
+    else:
+        importer, default = codex.import_codex, codex.DEFAULT_DIR
+    return importer(
+        Path(path) if path else default,
+        config.paths.conversations,
+        config.paths.summaries,
+        tool_result_chars=config.sources.tool_result_chars,
+    )
 
 
 def _psql_binary() -> str:
@@ -406,8 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("install-service")
     p.add_argument("--output", metavar="PATH", help="write the unit here instead of ~/.config/systemd/user/")
     p = add("import")
-    p.add_argument("source", choices=("chatgpt", "claude"), help="which service the export comes from")
-    p.add_argument("path", metavar="PATH", help="the export's .zip, its conversations.json, or the unzipped folder")
+    p.add_argument(
+        "source", choices=("chatgpt", "claude", "claude-code", "codex"), help="which service or agent wrote it"
+    )
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        nargs="?",
+        help="the export's .zip, conversations.json or unzipped folder; an agent's session folder or .jsonl",
+    )
     return parser
 
 

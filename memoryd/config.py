@@ -65,12 +65,22 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SourcesConfig:
+    """Agent session log folders the daemon mirrors into conversation folders (unset: not mirrored)."""
+
+    claude_code: Path | None = None
+    codex: Path | None = None
+    tool_result_chars: int = 2000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     paths: PathsConfig = PathsConfig()
     database: DatabaseConfig = DatabaseConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     watch: WatchConfig = WatchConfig()
     log: LogConfig = LogConfig()
+    sources: SourcesConfig = SourcesConfig()
     source: Path | None = None
     """The configuration file that was read, if any."""
 
@@ -81,6 +91,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "embedding": EmbeddingConfig,
     "watch": WatchConfig,
     "log": LogConfig,
+    "sources": SourcesConfig,
 }
 
 
@@ -163,7 +174,9 @@ def _build_section(name: str, cls: type[Any], table: Any, base: Path) -> Any:
 def _coerce(label: str, hint: Any, value: Any, base: Path) -> Any:
     from_env = isinstance(value, _EnvValue)
     options = get_args(hint)
-    if hint is Path:
+    if hint == (Path | None) and value == "":
+        return None  # an empty path switches the feature off
+    if hint is Path or hint == (Path | None):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{label} must be a non-empty path string")
         path = Path(value).expanduser()

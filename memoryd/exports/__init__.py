@@ -1,0 +1,1 @@
+"""Data exports and agent session logs → conversation folders (``memoryd import SOURCE``)."""
