@@ -259,7 +259,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     Example: memoryd import chatgpt ~/Downloads/chatgpt-export.zip
              memoryd import claude ~/Downloads/claude-export/conversations.json
     """
-    from memoryd.imports import import_export
+    from memoryd.exports import import_export
 
     report = import_export(args.source, Path(args.path), config.paths.conversations)
     print(

@@ -1,0 +1,11 @@
+"""Data exports → conversation folders (``memoryd import SOURCE PATH``), one module per source.
+
+``importer.py`` runs an import; ``stream.py`` reads an export one
+conversation at a time; ``folders.py`` writes the folders; ``chatgpt.py`` and
+``claude.py`` describe each source.
+"""
+
+from memoryd.exports.importer import SOURCES, ImportReport, import_export
+from memoryd.exports.stream import iter_export
+
+__all__ = ["SOURCES", "ImportReport", "import_export", "iter_export"]
