@@ -25,7 +25,7 @@ from memoryd.errors import AlreadyRunning, ConfigError, DatabaseUnavailable, Emb
 from memoryd.log import configure_logging
 
 if TYPE_CHECKING:
-    from memoryd.imports import ImportReport
+    from memoryd.exports import ImportReport
 
 log = structlog.get_logger(__name__)
 
@@ -275,7 +275,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
         )
         return EXIT_CONFIG
     else:
-        from memoryd.imports import import_export
+        from memoryd.exports import import_export
 
         report = import_export(args.source, Path(args.path), config.paths.conversations)
     print(

@@ -27,8 +27,9 @@ from memoryd import store
 from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.errors import Cancelled, DatabaseUnavailable, MemorydError, ParseError
-from memoryd.parse import parse_conversation
+from memoryd.formats import parse_conversation
 from memoryd.records import Conversation, Summary
+from memoryd.slugs import is_slug_name
 from memoryd.summaries import parse_summary_folder
 
 log = structlog.get_logger(__name__)
@@ -51,11 +52,6 @@ def bulk_workers(db: Database) -> int:
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cpus, MAX_BULK_WORKERS, db.max_connections - 2))
-
-
-def is_slug_name(name: str) -> bool:
-    """Hidden folders (``.git``, a tool's ``.staging``) are never conversations."""
-    return bool(name) and not name.startswith(".")
 
 
 def fingerprint(folder: Path) -> str | None:

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.errors import ParseError
-from memoryd.imports import ImportReport, import_export
-from memoryd.parse import parse_conversation, read_bytes
+from memoryd.exports import ImportReport, import_export
+from memoryd.formats import parse_conversation, read_bytes
 from memoryd.records import ROLES, Conversation
 from memoryd.summaries import parse_summary_folder
 from memoryd.sync import Syncer

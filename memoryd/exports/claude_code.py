@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from memoryd.errors import MemorydError, ParseError
+from memoryd.exports.importer import ImportReport
 from memoryd.exports.sessions import (
     DEFAULT_TOOL_RESULT_CHARS,
     Notes,
@@ -52,7 +53,6 @@ from memoryd.exports.sessions import (
     truncate,
     write_sessions,
 )
-from memoryd.imports import ImportReport
 
 SOURCE = "claude-code"
 DEFAULT_DIR = Path("~/.claude/projects")

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from memoryd.errors import MemorydError, ParseError
+from memoryd.exports.importer import ImportReport
 from memoryd.exports.sessions import (
     DEFAULT_TOOL_RESULT_CHARS,
     Notes,
@@ -47,7 +48,6 @@ from memoryd.exports.sessions import (
     truncate,
     write_sessions,
 )
-from memoryd.imports import ImportReport
 
 SOURCE = "codex"
 DEFAULT_DIR = Path("~/.codex/sessions")

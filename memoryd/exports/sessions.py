@@ -46,8 +46,9 @@ from pathlib import Path
 import structlog
 
 from memoryd.errors import MemorydError
-from memoryd.imports import ImportReport, short_id, slug_for
+from memoryd.exports.importer import ImportReport
 from memoryd.records import clean_text
+from memoryd.slugs import name_key, short_id, slug_for
 
 log = structlog.get_logger(__name__)
 
@@ -277,7 +278,7 @@ class SessionFolders:
             conversations.mkdir(parents=True, exist_ok=True)
             with os.scandir(conversations) as entries:
                 for entry in entries:
-                    self.taken.add(entry.name.casefold())
+                    self.taken.add(name_key(entry.name))
                     if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
                         source_id = self._source_id(Path(entry.path) / META_NAME)
                         if source_id is not None:
@@ -303,8 +304,8 @@ class SessionFolders:
         )
         for suffix in ("", *(short_id(session.source_id, n) for n in (8, 12, 16, 32))):
             candidate = slug_for(date_, words or None, suffix=suffix)
-            if candidate.casefold() not in self.taken:
-                self.taken.add(candidate.casefold())
+            if name_key(candidate) not in self.taken:
+                self.taken.add(name_key(candidate))
                 self.by_id[session.source_id] = candidate
                 return candidate
         raise MemorydError(f"no free folder name for session {session.source_id!r}")

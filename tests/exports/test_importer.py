@@ -19,12 +19,12 @@ from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.embed import Embedder
 from memoryd.errors import MemorydError, ParseError
-from memoryd.imports import MAX_SLUG_BYTES, import_export, iter_export, short_id, slug_for
-from memoryd.parse import parse_conversation
+from memoryd.exports import import_export, iter_export
+from memoryd.formats import parse_conversation
 from memoryd.sync import Syncer
 from tests.daemon_helpers import database_mismatch, fast_config, running_daemon, wait_for
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 CHATGPT = FIXTURES / "chatgpt" / "conversations.json"
 CLAUDE = FIXTURES / "claude" / "conversations.json"
 CHATGPT_SLUGS = ["2024-06-25__orage_codé_textuel", "2024-06-26__new_chat", "2024-06-26__new_chat__7c5d1a0e"]
@@ -237,61 +237,6 @@ def test_no_staging_folder_is_left(tmp_path: Path) -> None:
     import_export("chatgpt", CHATGPT, tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert [p.name for p in tmp_path.rglob(".*")] == []
-
-
-# --- slugs
-
-
-@pytest.mark.parametrize(
-    ("created", "title", "slug"),
-    [
-        (date(2025, 6, 25), "Orage codé textuel", "2025-06-25__orage_codé_textuel"),
-        (date(2025, 6, 25), "a/b\\c: d?*<>|\"e'f", "2025-06-25__a_b_c_d_e_f"),
-        (date(2025, 6, 25), "tab\there\nnew\x00line\x7f\u200b", "2025-06-25__tab_here_new_line"),
-        (date(2025, 6, 25), "  🎉🎉  ", "2025-06-25__untitled"),
-        (date(2025, 6, 25), "", "2025-06-25__untitled"),
-        (None, "Résumé", "undated__résumé"),
-        (date(2025, 6, 25), "Cafe\u0301 ÉTÉ", "2025-06-25__café_été"),
-        (date(2025, 6, 25), "日本語 の テスト", "2025-06-25__日本語_の_テスト"),
-        (date(2025, 6, 25), "../../etc/passwd", "2025-06-25__etc_passwd"),
-        (date(2025, 6, 25), ".hidden", "2025-06-25__hidden"),
-    ],
-)
-def test_slug_for(created: date | None, title: str, slug: str) -> None:
-    """Slugs are date__lower_case_words: any script, no separators, controls or invisible characters (NFC)."""
-    assert slug_for(created, title) == slug
-
-
-@pytest.mark.parametrize("title", ["word " * 40, "é" * 100, "日本語" * 30, "x" * 500])
-def test_long_titles_are_cut_by_bytes(title: str) -> None:
-    """A slug never exceeds MAX_SLUG_BYTES bytes, suffix included, and never cuts a character in half."""
-    for suffix in ("", "6a1c2b3d"):
-        slug = slug_for(date(2025, 1, 1), title, suffix=suffix)
-        assert len(slug.encode("utf-8")) <= MAX_SLUG_BYTES
-        assert slug.endswith(f"__{suffix}" if suffix else "")
-        assert not slug.endswith("_" if not suffix else "___")
-
-
-def test_words_are_cut_at_a_boundary() -> None:
-    """A long title loses whole words where it can."""
-    slug = slug_for(date(2025, 1, 1), "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi")
-    assert slug == "2025-01-01__alpha_beta_gamma_delta_epsilon_zeta_eta_theta_iota_kappa_lambda_mu"
-
-
-@pytest.mark.parametrize(
-    ("conversation_id", "expected"),
-    [("6a1c2b3d-1111-4000-8000-000000000001", "6a1c2b3d"), ("ABC-def-123", "abcdef12")],
-)
-def test_short_id(conversation_id: str, expected: str) -> None:
-    """The short id is the id's first letters and digits, lower-cased."""
-    assert short_id(conversation_id) == expected
-
-
-def test_short_id_of_odd_ids_is_a_hash() -> None:
-    """An id with too few letters and digits is hashed: still stable and filesystem-safe."""
-    assert short_id("é/é") == short_id("é/é")
-    assert short_id("é/é").isalnum()
-    assert len(short_id("é/é")) == 8
 
 
 # --- zips, folders, damaged exports
