@@ -97,6 +97,7 @@ def import_claude_code(
     *,
     tool_result_chars: int = DEFAULT_TOOL_RESULT_CHARS,
     folders: SessionFolders | None = None,
+    notes: Notes | None = None,
 ) -> ImportReport:
     """Write one conversation folder per session (and per sub-agent run) found under ``path``.
 
@@ -108,7 +109,7 @@ def import_claude_code(
     if not path.exists():
         raise ParseError(path, "no such file or folder (expected Claude Code's ~/.claude/projects or a session .jsonl)")
     folders = folders or SessionFolders(conversations, summaries, SOURCE)
-    notes = Notes(SOURCE)
+    notes = notes or Notes(SOURCE)
     groups = list(session_groups(path))
     if not groups:
         raise ParseError(path, "no Claude Code session log (*.jsonl) here")
@@ -119,6 +120,7 @@ def import_claude_code(
         except MemorydError as exc:
             report.errors.append(str(exc))
     report.warnings.extend(notes.report_lines())
+    notes.reported()
     report.seconds = time.monotonic() - started
     return report
 

@@ -73,6 +73,7 @@ def import_codex(
     *,
     tool_result_chars: int = DEFAULT_TOOL_RESULT_CHARS,
     folders: SessionFolders | None = None,
+    notes: Notes | None = None,
 ) -> ImportReport:
     """Write one conversation folder per Codex session found under ``path`` (a folder or one rollout file).
 
@@ -86,7 +87,7 @@ def import_codex(
     if not files:
         raise ParseError(path, "no Codex session log (rollout-*.jsonl) here")
     folders = folders or SessionFolders(conversations, summaries, SOURCE)
-    notes = Notes(SOURCE)
+    notes = notes or Notes(SOURCE)
     for file in files:
         report.conversations += 1
         try:
@@ -94,6 +95,7 @@ def import_codex(
         except MemorydError as exc:
             report.errors.append(str(exc))
     report.warnings.extend(notes.report_lines())
+    notes.reported()
     report.seconds = time.monotonic() - started
     return report
 

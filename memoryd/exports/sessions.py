@@ -162,9 +162,15 @@ class Notes:
     def warn(self, text: str) -> None:
         self.warnings.append(text)
 
+    def reported(self) -> None:
+        """Forget the counts (not which types were seen): the next run reports only its own records."""
+        self.unknown = dict.fromkeys(self.unknown, 0)
+
     def report_lines(self) -> list[str]:
         lines = list(self.warnings)
         for kind, count in self.unknown.items():
+            if not count:
+                continue
             lines.append(
                 f"unknown record type {kind!r} skipped ({count} record(s), first at {self.unknown_where[kind]})"
             )
