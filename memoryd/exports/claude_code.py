@@ -104,8 +104,8 @@ def import_claude_code(
     ``path`` is ``~/.claude/projects``, one project's folder, or one session
     file.  Raises ``ParseError`` when it holds no session log at all.
     """
-    report, started = new_report(SOURCE, path)
     path = path.expanduser()
+    report, started = new_report(SOURCE, path)
     if not path.exists():
         raise ParseError(path, "no such file or folder (expected Claude Code's ~/.claude/projects or a session .jsonl)")
     folders = folders or SessionFolders(conversations, summaries, SOURCE)

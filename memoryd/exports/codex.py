@@ -79,8 +79,8 @@ def import_codex(
 
     Raises ``ParseError`` when it holds no rollout file at all.
     """
-    report, started = new_report(SOURCE, path)
     path = path.expanduser()
+    report, started = new_report(SOURCE, path)
     if not path.exists():
         raise ParseError(path, "no such file or folder (expected Codex's ~/.codex/sessions or a rollout .jsonl)")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("rollout-*.jsonl") if p.is_file())
