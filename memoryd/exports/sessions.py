@@ -40,6 +40,7 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -120,8 +121,9 @@ class Session:
         if text:
             self.compactions.append(Compaction(text, sum(1 for turn in self.turns if turn.content), ts))
 
-    @property
+    @cached_property
     def messages(self) -> list[dict[str, str]]:
+        """The native rows; computed once, after the log is read (turns are complete by then)."""
         rows = []
         for turn in self.turns:
             content = turn.content
