@@ -32,9 +32,9 @@ from memoryd.api import LocalMemory
 from memoryd.config import Config
 from memoryd.db import Database, RetryPolicy
 from memoryd.errors import AlreadyRunning, Cancelled, DatabaseUnavailable, EmbedError
+from memoryd.mirror import SourceMirror
 from memoryd.query_client import socket_path
 from memoryd.query_service import QueryService
-from memoryd.mirror import SourceMirror
 from memoryd.sync import Syncer
 from memoryd.systemd import SystemdNotifier
 from memoryd.watch import FolderWatcher

@@ -40,8 +40,8 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import UTC, date, datetime
+from functools import cached_property
 from pathlib import Path
 
 import structlog
