@@ -186,7 +186,7 @@ def _first_session_id(path: Path) -> str | None:
             for _, raw in zip(range(20), stream, strict=False):
                 try:
                     value = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(value, dict) and isinstance(value.get("sessionId"), str):
                     return str(value["sessionId"])
@@ -253,6 +253,9 @@ class _Reader:
 
     def _record(self, record: dict[str, object], where: str) -> None:
         kind = record.get("type")
+        if not isinstance(kind, str):
+            self.notes.unknown_type(repr(kind), where)
+            return
         if kind in ("user", "assistant"):
             uuid = text_field(record, "uuid")
             if uuid is not None:
@@ -279,7 +282,7 @@ class _Reader:
         elif kind in _BOOKKEEPING:
             return
         else:
-            self.notes.unknown_type(str(kind) if isinstance(kind, str) else repr(kind), where)
+            self.notes.unknown_type(kind, where)
 
     def _target(self, record: dict[str, object], uuid: str | None) -> Session:
         """The main session, or in a 1.0 main file the inline sub-agent run a sidechain record belongs to."""

@@ -161,6 +161,9 @@ class _Reader:
 
     def _item(self, payload: dict[str, object], ts: str | None, where: str) -> None:
         kind = payload.get("type")
+        if not isinstance(kind, str):
+            self.notes.unknown_type(f"response_item {kind!r}", where)
+            return
         if kind == "message":
             role = payload.get("role")
             if role in ("user", "assistant"):

@@ -126,11 +126,11 @@ class Session:
         """The native rows; computed once, after the log is read (turns are complete by then)."""
         rows = []
         for turn in self.turns:
-            content = turn.content
+            content = clean_text(turn.content)
             if content:
                 row = {"role": turn.role, "content": content}
                 if turn.ts:
-                    row["ts"] = turn.ts
+                    row["ts"] = clean_text(turn.ts)
                 rows.append(row)
         return rows
 
@@ -398,7 +398,18 @@ def _created(session: Session) -> str | None:
 
 
 def _meta_bytes(meta: dict[str, object]) -> bytes:
-    return (json.dumps(meta, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    """meta.json's bytes; strings from the log (a cut emoji: a lone surrogate) made storable first."""
+    return (json.dumps(_clean(meta), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def _clean(value: object) -> object:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(key)): _clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    return value
 
 
 def _read_meta(path: Path) -> dict[str, object] | None:
