@@ -114,7 +114,6 @@ def import_claude_code(
     if not groups:
         raise ParseError(path, "no Claude Code session log (*.jsonl) here")
     for main, agents in groups:
-        report.conversations += 1
         try:
             write_sessions(report, folders, read_group(main, agents, notes, tool_result_chars, report))
         except MemorydError as exc:
@@ -212,6 +211,7 @@ def read_group(
         agent = reader.session
         agent.parent_source_id = parent_id or (f"{agent.session_id}" if agent.session_id else None)
         if agent.first_prompt is not None and agent.first_prompt.strip() == "Warmup":
+            report.conversations += 1
             report.skipped.append(f"{path}: a Warmup run (cache priming, no person involved)")
             continue
         sessions.append(agent)

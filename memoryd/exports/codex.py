@@ -89,7 +89,6 @@ def import_codex(
     folders = folders or SessionFolders(conversations, summaries, SOURCE)
     notes = notes or Notes(SOURCE)
     for file in files:
-        report.conversations += 1
         try:
             write_sessions(report, folders, [read_rollout(file, notes, tool_result_chars)])
         except MemorydError as exc:

@@ -445,6 +445,7 @@ def _replace(target: Path, data: bytes) -> bool:
 
 def write_sessions(report: ImportReport, folders: SessionFolders, group: list[Session]) -> None:
     """Write a session and its sub-agent runs, linked both ways by slug in their meta.json."""
+    report.conversations += len(group)
     visible = [session for session in group if session.messages]
     for session in group:
         if not session.messages:

@@ -151,7 +151,7 @@ def test_cli_import_claude_code_default_folder(tmp_path: Path) -> None:
     result = run_import(tmp_path, "claude-code", home=home)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"imported 1 conversation(s) from {home / '.claude' / 'projects'} into ")
+    assert lines[0].startswith(f"imported 3 conversation(s) from {home / '.claude' / 'projects'} into ")
     assert "2 new, 0 updated, 0 unchanged, 1 skipped, 0 damaged" in lines[0]
     assert lines[1].startswith("  skipped: ") and "Warmup" in lines[1]
 
