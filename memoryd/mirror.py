@@ -38,6 +38,21 @@ from memoryd.exports.sessions import Notes, SessionFolders
 log = structlog.get_logger(__name__)
 
 
+_PATTERNS = {"claude-code": "*.jsonl", "codex": "rollout-*.jsonl"}
+
+
+def _signatures(root: Path, pattern: str) -> dict[Path, tuple[int, int]]:
+    """Each log under ``root`` with its size and modification time; one that vanished meanwhile is left out."""
+    found = {}
+    for path in root.rglob(pattern):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        found[path] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
 class _LogEvents(FileSystemEventHandler):
     """Remembers which ``.jsonl`` files were written, and when; deletions are ignored on purpose."""
 
@@ -70,6 +85,7 @@ class SourceMirror:
         self._lock = threading.Lock()
         self._observer: BaseObserver | None = None
         self._folders: dict[str, SessionFolders] = {}
+        self._signatures: dict[str, dict[Path, tuple[int, int]]] = {}  # source → log → (size, mtime_ns)
         # One per source for the daemon's life: an unknown record type is logged once, not at every append.
         self._notes = {source: Notes(source) for source in self.roots}
 
@@ -99,13 +115,26 @@ class SourceMirror:
             self._dirty[(source, path)] = time.monotonic()
 
     def mirror_all(self) -> int:
-        """Import every session of every source; returns the number of folders written."""
+        """Import what changed in every source since the last call (everything, the first time).
+
+        A log whose size and modification time are unchanged is not read
+        again: a rescan costs a walk of the source, not a re-read of
+        gigabytes of logs.  So a conversation folder deleted by hand comes
+        back only when its session goes on.  Returns the folders written.
+        """
         wrote = 0
         for source, root in self.roots.items():
-            if not root.exists():
+            if not root.is_dir():
                 continue
+            current = _signatures(root, _PATTERNS[source])
+            previous = self._signatures.get(source)
             self._folders[source] = self._new_folders(source)  # a fresh look: folders may have been renamed
-            wrote += self._import(source, root)
+            if previous is None:
+                wrote += self._import(source, root)
+            else:
+                for path in sorted(path for path, sig in current.items() if previous.get(path) != sig):
+                    wrote += self._import(source, path)
+            self._signatures[source] = current
         return wrote
 
     def poll(self) -> int:

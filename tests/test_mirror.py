@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,19 @@ def test_mirror_missing_source_folder(tmp_path: Path, config: Config) -> None:
         assert mirror.mirror_all() == 1
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["source_missing"]
     assert [p.name for p in config.paths.conversations.iterdir()] == ["2026-04-02__orchard_prune_the_pears"]
+
+
+def test_rescan_reads_only_changed_logs(tmp_path: Path, config: Config) -> None:
+    """A rescan reads only logs whose size or mtime changed; a folder deleted by hand returns when its log grows."""
+    projects = tmp_path / "claude"
+    log = write_log(projects / "-home-me-orchard" / "gamma.jsonl", [turn(0, "gamma"), turn(1, "gamma")])
+    config = replace(config, sources=SourcesConfig(claude_code=projects))
+    folder = config.paths.conversations / "2026-04-02__orchard_gamma_question_0"
+    with SourceMirror(config) as mirror:
+        assert mirror.mirror_all() == 1
+        shutil.rmtree(folder)
+        assert mirror.mirror_all() == 0
+        assert not folder.exists()
+        write_log(log, [turn(2, "gamma")], mode="a")
+        assert mirror.mirror_all() == 1
+    assert folder.is_dir()
