@@ -5,8 +5,9 @@ delete them weeks later.  The mirror watches the folders named in
 ``[sources]`` and re-imports a session shortly after its log (or one of its
 sub-agent logs) stops changing, so the conversation folder follows the
 session line by line; the daemon's folder watcher then stores it like any
-other folder.  The daemon also mirrors everything at start and at each
-rescan, which catches what happened while it was down.
+other folder.  The daemon also mirrors everything at start, which catches
+what happened while it was down, and at each rescan the logs whose size or
+modification time changed (events can be lost).
 
 Deleting a log is not an event the mirror acts on: the conversation folder,
 hence the memory, stays.  A re-import writes only files whose bytes
