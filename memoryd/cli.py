@@ -46,7 +46,9 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     """Store the conversation and summary folders (or only the given ones) in the database.
 
     Only slugs whose files changed since the last sync are parsed, unless
-    --force.  Bad files are recorded (see `memoryd status`) and skipped.
+    --force.  Bad files are recorded (see `memoryd status`), listed on
+    stderr and skipped; the exit code is 1 while any file has an error, even
+    one this run did not need to re-read.
 
     Example: memoryd ingest
              memoryd ingest conversations/2025-06-25__orage_codé_textuel
@@ -58,11 +60,14 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
         slugs = syncer.slugs_for_paths([Path(p) for p in args.paths]) if args.paths else None
         with _progress_bar("ingest", "slugs") as bar:
             report = syncer.reconcile(force=args.force, slugs=slugs, progress=bar)
+        errors = syncer.standing_errors(slugs)
     print(
-        f"ingested: {report.synced} slug(s) checked, {report.wrote} changed, {report.failed} failed"
-        f" in {report.seconds:.1f}s"
+        f"ingested: {report.synced} slug(s) checked, {report.wrote} changed, {len(errors)} file(s) with errors,"
+        f" {report.failed} failed in {report.seconds:.1f}s"
     )
-    return EXIT_ERROR if report.failed else 0
+    for path, error in errors:
+        print(f"  error: {path}: {error}", file=sys.stderr)
+    return EXIT_ERROR if report.failed or errors else 0
 
 
 def cmd_embed(args: argparse.Namespace, config: Config) -> int:

@@ -426,6 +426,22 @@ def record_problems(conn: psycopg.Connection[Any], slug: str, problems: Mapping[
     return fresh
 
 
+
+def standing_errors(conn: psycopg.Connection[Any], slugs: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """``(path, error)`` of every file whose last read failed (all slugs, or only ``slugs``), by path.
+
+    What ``memoryd ingest`` reports and exits 1 on: an error stands until the
+    file is fixed, whether or not this run re-read it.
+    """
+    if slugs is None:
+        rows = conn.execute("SELECT path, error FROM ingest_errors WHERE severity = 'error' ORDER BY path")
+    else:
+        rows = conn.execute(
+            "SELECT path, error FROM ingest_errors WHERE severity = 'error' AND slug = ANY(%s) ORDER BY path",
+            (list(slugs),),
+        )
+    return [(path, error) for path, error in rows]
+
 # --- embeddings ---------------------------------------------------------------
 
 

@@ -220,6 +220,11 @@ class Syncer:
                 )
         return sorted(slugs)
 
+    def standing_errors(self, slugs: Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """``(path, error)`` of the files that could not be read, as recorded (all slugs or only ``slugs``)."""
+        scope = None if slugs is None else [_db_text(slug) for slug in slugs]
+        return self.db.run(store.standing_errors, scope)
+
     def slugs_to_sync(self, *, force: bool = False) -> list[str]:
         """Slugs whose folders differ from what the database saw at their last sync."""
         return self._plan(force=force, slugs=None)[0]
