@@ -81,7 +81,7 @@ def test_chatgpt_export_becomes_folders(tmp_path: Path) -> None:
     assert (conversation.title, conversation.created_date, len(conversation.messages)) == (
         "Orage codé / textuel",
         date(2024, 6, 25),
-        6,
+        5,
     )
 
 
@@ -154,7 +154,7 @@ def test_second_import_changes_nothing_in_the_database(db: Database, config: Con
     assert (first.checked, first.wrote, first.failed) == (3, 3, 0)
     with db.connection() as conn:
         before = _snapshot(conn)
-        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (10,)
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (9,)
         assert conn.execute("SELECT DISTINCT source_format FROM conversations").fetchall() == [("chatgpt",)]
     import_export("chatgpt", CHATGPT, config.paths.conversations)
     assert syncer.slugs_to_sync() == []
