@@ -99,8 +99,8 @@ def test_non_utf8_meta_json_is_decoded_with_a_warning(tmp_path: Path) -> None:
         ("conversation.json", b"\xef\xbb\xbf", "empty file"),
         ("messages.jsonl", b'{"role": "user", "content": "cut', "invalid JSON"),
         ("conversation.json", b'{"messages": [{"role": "user", "content": "a"}', "invalid JSON"),
-        ("conversation.json", b'[{"role": "user", "content": "a"}]', "expected a JSON object, got an array"),
-        ("messages.jsonl", b"[1, 2]\n", "expected a JSON object, got an array"),
+        ("conversation.json", b'[{"role": "user", "content": "a"}]', "an array of messages, not a conversation"),
+        ("messages.jsonl", b"[1, 2]\n", "an array, not a message"),
         ("conversation.md", b"\x00" * 100, "not text"),
     ],
 )

@@ -50,9 +50,7 @@ def claude_message(uuid: str, parent: str, sender: str, text: str, minute: int) 
     return {
         "uuid": uuid,
         "text": "",
-        "content": [
-            {"start_timestamp": stamp, "stop_timestamp": stamp, "type": "text", "text": text, "citations": []}
-        ],
+        "content": [{"start_timestamp": stamp, "stop_timestamp": stamp, "type": "text", "text": text, "citations": []}],
         "sender": sender,
         "created_at": stamp,
         "updated_at": stamp,
