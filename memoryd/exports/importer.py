@@ -52,7 +52,7 @@ from memoryd.exports.folders import ConversationFolders
 from memoryd.exports.source import ExportSource
 from memoryd.exports.stream import EXPORT_MEMBER, MAX_EXPORT_BYTES, iter_export
 from memoryd.formats import CONVERSATION_JSON, MAX_FILE_BYTES, decode_text, read_json_document
-from memoryd.formats.common import short_repr
+from memoryd.formats.common import json_type, short_repr
 from memoryd.records import clean_text
 
 EXPORTS: Mapping[str, ExportSource] = MappingProxyType({source.name: source for source in (CHATGPT, CLAUDE)})
@@ -140,9 +140,9 @@ def _import_one(
     index: int,
     value: object,
 ) -> None:
-    label = f"conversation {index}"
+    label = f"conversation {index + 1}"  # numbered as people count, from 1
     if not isinstance(value, dict):
-        report.errors.append(f"{label}: expected a JSON object, got {type(value).__name__}")
+        report.errors.append(f"{label}: expected a JSON object, got {json_type(value)}")
         return
     title = value.get(kind.title_key)
     if isinstance(title, str) and title.strip():

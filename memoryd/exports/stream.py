@@ -28,6 +28,13 @@ MAX_EXPORT_BYTES = 4 * 1024**3
 MAX_CONVERSATION_CHARS = 512 * 1024**2
 
 _CHUNK_CHARS = 1024 * 1024
+# What every zip starts with (a local file header): a file that starts so but
+# that zipfile cannot open has lost its end, where the member list is.
+_ZIP_MAGIC = b"PK\x03\x04"
+_TRUNCATED_ZIP = (
+    "a truncated or damaged zip: it starts like a zip archive but its end (the list of its files) is missing;"
+    " download the export again"
+)
 _NOT_BLANK = re.compile(r"[^ \t\r\n]")
 
 
@@ -53,8 +60,12 @@ def _open_export(path: Path, *, max_bytes: int) -> Iterator[tuple[IO[str], Path]
         raise ParseError(path, f"cannot read: {exc.strerror or exc}") from exc
     try:
         if not is_zip:
-            with path.open("rb") as raw, _text(raw) as text:
-                yield text, path
+            with path.open("rb") as raw:
+                if raw.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
+                    raise ParseError(path, _TRUNCATED_ZIP)
+                raw.seek(0)
+                with _text(raw) as text:
+                    yield text, path
             return
         with zipfile.ZipFile(path) as archive:
             member = _export_member(archive, path)
