@@ -294,20 +294,26 @@ def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_import(args: argparse.Namespace, config: Config) -> int:
-    """Split a ChatGPT or Claude data export into conversation folders, which the daemon then stores.
+    """Split a ChatGPT or Claude data export, or a chat dataset, into conversation folders, which the daemon stores.
 
-    PATH is the export's .zip, its conversations.json, or the folder it was
-    unzipped to.  Each conversation becomes a folder in the conversations
-    folder; importing the same export again changes nothing, and a
-    conversation changed in a newer export is updated under the same slug.
-    Damaged conversations are listed and skipped (exit code 1).
+    For chatgpt and claude, PATH is the export's .zip, its conversations.json,
+    or the folder it was unzipped to.  For jsonl, PATH is a file of one
+    conversation per line, in OpenAI chat shape ({"messages": [...]}) or
+    ShareGPT shape ({"conversations": [...]}).  Each conversation becomes a
+    folder in the conversations folder; importing the same file again changes
+    nothing, and a conversation changed in a newer export is updated under
+    the same slug.  Damaged conversations are listed and skipped (exit code 1).
 
     Example: memoryd import chatgpt ~/Downloads/chatgpt-export.zip
              memoryd import claude ~/Downloads/claude-export/conversations.json
+             memoryd import jsonl ~/datasets/sharegpt_sample.jsonl
     """
-    from memoryd.exports import import_export
+    from memoryd.exports import import_export, import_jsonl
 
-    report = import_export(args.source, Path(args.path), config.paths.conversations)
+    if args.source == "jsonl":
+        report = import_jsonl(Path(args.path), config.paths.conversations)
+    else:
+        report = import_export(args.source, Path(args.path), config.paths.conversations)
     print(
         f"imported {report.conversations} conversation(s) from {report.path} into {config.paths.conversations}:"
         f" {len(report.created)} new, {len(report.updated)} updated, {len(report.unchanged)} unchanged,"
@@ -480,8 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("install-service")
     p.add_argument("--output", metavar="PATH", help="write the unit here instead of ~/.config/systemd/user/")
     p = add("import")
-    p.add_argument("source", choices=("chatgpt", "claude"), help="which service the export comes from")
-    p.add_argument("path", metavar="PATH", help="the export's .zip, its conversations.json, or the unzipped folder")
+    p.add_argument("source", choices=("chatgpt", "claude", "jsonl"), help="which service the export comes from")
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help="the export's .zip, its conversations.json, or the unzipped folder; for jsonl, the dataset file",
+    )
     return parser
 
 
