@@ -293,6 +293,37 @@ def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, config: Config) -> int:
+    """Re-read every folder and compare it with the database; print the drift per slug, exit 1 if any.
+
+    Compares conversations (stored, from the same files), messages by
+    content hash, summaries, and vectors of the configured model (pending,
+    orphaned).  Never writes: `memoryd ingest --force` repairs stored text,
+    `memoryd embed` pending vectors.
+
+    Example: memoryd verify
+             memoryd verify --json
+    """
+    from memoryd.verify import verify
+
+    with _open_database(config) as db:
+        report = verify(db, config)
+    if args.json:
+        json.dump(report.as_dict(), sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        print(
+            f"verified {report.slugs} slug(s) against {report.conversations} conversation(s),"
+            f" {report.messages} message(s), {report.summaries} summary(ies) (model {report.model}):"
+            f" {len(report.drift)} drifted in {report.seconds:.1f}s"
+        )
+        for slug, drift in sorted(report.drift.items()):
+            print(slug)
+            for problem in drift.problems:
+                print(f"  {problem}")
+    return EXIT_ERROR if report.drift else 0
+
+
 def cmd_import(args: argparse.Namespace, config: Config) -> int:
     """Split a ChatGPT or Claude data export, or a chat dataset, into conversation folders, which the daemon stores.
 
@@ -418,6 +449,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "watch": cmd_watch,
     "install-service": cmd_install_service,
     "import": cmd_import,
+    "verify": cmd_verify,
 }
 
 
@@ -485,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("watch")
     p = add("install-service")
     p.add_argument("--output", metavar="PATH", help="write the unit here instead of ~/.config/systemd/user/")
+    p = add("verify")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
     p = add("import")
     p.add_argument("source", choices=("chatgpt", "claude", "jsonl"), help="which service the export comes from")
     p.add_argument(
