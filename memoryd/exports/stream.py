@@ -31,6 +31,8 @@ _CHUNK_CHARS = 1024 * 1024
 # What every zip starts with (a local file header): a file that starts so but
 # that zipfile cannot open has lost its end, where the member list is.
 _ZIP_MAGIC = b"PK\x03\x04"
+# What a file that is not an export starts with, in words.
+_FIRST_CHARACTER = {'"': "a string", "t": "a boolean", "f": "a boolean", "n": "null"}
 _TRUNCATED_ZIP = (
     "a truncated or damaged zip: it starts like a zip archive but its end (the list of its files) is missing;"
     " download the export again"
@@ -131,7 +133,8 @@ class _JsonArrayStream:
             yield 0, value
             return
         if first != "[":
-            raise self._error("expected a JSON array of conversations")
+            found = _FIRST_CHARACTER.get(first, "a number" if first in "-0123456789" else "text that is not JSON")
+            raise self._error(f"expected a JSON array of conversations, or one conversation object; found {found}")
         self.pos += 1
         index = 0
         while True:
@@ -152,7 +155,13 @@ class _JsonArrayStream:
             index += 1
 
     def _expect_end(self) -> None:
-        if self._peek() is not None:
+        following = self._peek()
+        if following == "{":
+            raise self._error(
+                "extra data after the JSON value: another object follows, as in a file of one conversation per"
+                " line (JSONL); for such a dataset, run `memoryd import jsonl FILE`"
+            )
+        if following is not None:
             raise self._error("extra data after the JSON value")
 
     def _error(self, reason: str) -> ParseError:

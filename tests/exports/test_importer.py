@@ -337,7 +337,15 @@ def test_damaged_conversations_are_skipped(tmp_path: Path) -> None:
     ("content", "reason"),
     [
         ("", "empty file"),
-        ('"text"', "expected a JSON array of conversations (at character 0)"),
+        (
+            '"text"',
+            "expected a JSON array of conversations, or one conversation object; found a string (at character 0)",
+        ),
+        (
+            '{"mapping": {}}\n{"mapping": {}}\n',
+            "extra data after the JSON value: another object follows, as in a file of one conversation per line"
+            " (JSONL); for such a dataset, run `memoryd import jsonl FILE` (at character 16)",
+        ),
         ("  [ ", "cut short: the array of conversations ends after 0 element(s) (at character 4)"),
         ("[{]", "invalid JSON: Expecting property name enclosed in double quotes (at character 2)"),
     ],
