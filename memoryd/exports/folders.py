@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from memoryd.errors import MemorydError
@@ -54,19 +54,23 @@ class ConversationFolders:
         source_id = meta.get("source_id")
         return source_id if isinstance(source_id, str) else None
 
-    def write(self, conversation_id: str, transcript: Transcript, data: bytes) -> tuple[str, str]:
+    def write(
+        self, conversation_id: str, transcript: Transcript, data: bytes, *, meta: Mapping[str, str] | None = None
+    ) -> tuple[str, str]:
         """Write a conversation; returns its slug and ``created``, ``updated`` or ``unchanged``.
 
         The folder is found by the id in its meta.json; failing that (meta.json
         deleted), a folder of the right name already holding exactly these
         bytes is the same conversation, not a reason for a duplicate.
+        ``meta`` adds fields to a new folder's meta.json (a title the
+        conversation itself lacks); meta.json is never rewritten.
         """
         slug = self.by_id.get(conversation_id)
         if slug is not None and (self.root / slug).is_dir():
             return slug, self._update(slug, data)
         for candidate in _slug_candidates(conversation_id, transcript):
             if name_key(candidate) not in self.taken:
-                self._create(candidate, conversation_id, data)
+                self._create(candidate, conversation_id, data, meta or {})
                 self.by_id[conversation_id] = candidate
                 self.taken.add(name_key(candidate))
                 return candidate, "created"
@@ -99,9 +103,10 @@ class ConversationFolders:
             raise MemorydError(f"cannot write {target}: {exc.strerror or exc}") from exc
         return "updated"
 
-    def _create(self, slug: str, conversation_id: str, data: bytes) -> None:
+    def _create(self, slug: str, conversation_id: str, data: bytes, extra: Mapping[str, str]) -> None:
         """Write the folder hidden, then rename it into place: the daemon never sees it half-written."""
-        meta = json.dumps({"source": self.source, "source_id": conversation_id}, ensure_ascii=False, indent=2)
+        fields = {"source": self.source, "source_id": conversation_id, **extra}
+        meta = json.dumps(fields, ensure_ascii=False, indent=2)
         staging = self.root / f".import-{secrets.token_hex(6)}"
         target = self.root / slug
         try:

@@ -52,7 +52,7 @@ from memoryd.exports.folders import ConversationFolders
 from memoryd.exports.source import ExportSource
 from memoryd.exports.stream import EXPORT_MEMBER, MAX_EXPORT_BYTES, iter_export
 from memoryd.formats import CONVERSATION_JSON, MAX_FILE_BYTES, decode_text, read_json_document
-from memoryd.formats.common import short_repr
+from memoryd.formats.common import json_type, short_repr
 from memoryd.records import clean_text
 
 EXPORTS: Mapping[str, ExportSource] = MappingProxyType({source.name: source for source in (CHATGPT, CLAUDE)})
@@ -140,9 +140,9 @@ def _import_one(
     index: int,
     value: object,
 ) -> None:
-    label = f"conversation {index}"
+    label = f"conversation {index + 1}"  # numbered as people count, from 1
     if not isinstance(value, dict):
-        report.errors.append(f"{label}: expected a JSON object, got {type(value).__name__}")
+        report.errors.append(f"{label}: expected a JSON object, got {json_type(value)}")
         return
     title = value.get(kind.title_key)
     if isinstance(title, str) and title.strip():
@@ -152,8 +152,8 @@ def _import_one(
         return
     try:
         transcript = read_json_document(Path(EXPORT_MEMBER), value)
-        data, replaced = _serialize(value)
-        _readable_back(data)
+        data, replaced = serialize(value)
+        readable_back(data)
     except ParseError as exc:
         report.errors.append(f"{label}: {exc.reason}")
         return
@@ -185,7 +185,7 @@ def _conversation_id(kind: ExportSource, value: dict[str, object]) -> str | None
     return None
 
 
-def _readable_back(data: bytes) -> None:
+def readable_back(data: bytes) -> None:
     """Refuse what the daemon would refuse when reading the written file back (size, noise)."""
     if len(data) > MAX_FILE_BYTES:
         raise ParseError(
@@ -194,7 +194,7 @@ def _readable_back(data: bytes) -> None:
     decode_text(Path(CONVERSATION_JSON), data)
 
 
-def _serialize(value: object) -> tuple[bytes, int]:
+def serialize(value: object) -> tuple[bytes, int]:
     """The bytes written for a conversation, and how many invalid characters had to be replaced.
 
     Lone surrogates (a ``\\ud83d`` escape cut in half, or bytes that were not

@@ -28,6 +28,15 @@ MAX_EXPORT_BYTES = 4 * 1024**3
 MAX_CONVERSATION_CHARS = 512 * 1024**2
 
 _CHUNK_CHARS = 1024 * 1024
+# What every zip starts with (a local file header): a file that starts so but
+# that zipfile cannot open has lost its end, where the member list is.
+_ZIP_MAGIC = b"PK\x03\x04"
+# What a file that is not an export starts with, in words.
+_FIRST_CHARACTER = {'"': "a string", "t": "a boolean", "f": "a boolean", "n": "null"}
+_TRUNCATED_ZIP = (
+    "a truncated or damaged zip: it starts like a zip archive but its end (the list of its files) is missing;"
+    " download the export again"
+)
 _NOT_BLANK = re.compile(r"[^ \t\r\n]")
 
 
@@ -53,8 +62,12 @@ def _open_export(path: Path, *, max_bytes: int) -> Iterator[tuple[IO[str], Path]
         raise ParseError(path, f"cannot read: {exc.strerror or exc}") from exc
     try:
         if not is_zip:
-            with path.open("rb") as raw, _text(raw) as text:
-                yield text, path
+            with path.open("rb") as raw:
+                if raw.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
+                    raise ParseError(path, _TRUNCATED_ZIP)
+                raw.seek(0)
+                with _text(raw) as text:
+                    yield text, path
             return
         with zipfile.ZipFile(path) as archive:
             member = _export_member(archive, path)
@@ -120,7 +133,8 @@ class _JsonArrayStream:
             yield 0, value
             return
         if first != "[":
-            raise self._error("expected a JSON array of conversations")
+            found = _FIRST_CHARACTER.get(first, "a number" if first in "-0123456789" else "text that is not JSON")
+            raise self._error(f"expected a JSON array of conversations, or one conversation object; found {found}")
         self.pos += 1
         index = 0
         while True:
@@ -141,7 +155,13 @@ class _JsonArrayStream:
             index += 1
 
     def _expect_end(self) -> None:
-        if self._peek() is not None:
+        following = self._peek()
+        if following == "{":
+            raise self._error(
+                "extra data after the JSON value: another object follows, as in a file of one conversation per"
+                " line (JSONL); for such a dataset, run `memoryd import jsonl FILE`"
+            )
+        if following is not None:
             raise self._error("extra data after the JSON value")
 
     def _error(self, reason: str) -> ParseError:

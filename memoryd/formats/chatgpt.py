@@ -135,6 +135,9 @@ def _chatgpt_turn(node: Mapping[str, object], skipped: Counter[str]) -> tuple[st
     if role is None:
         skipped[f"unknown author role {short_repr(role_name)}"] += 1
         return None
+    recipient = message.get("recipient")
+    if isinstance(recipient, str) and recipient != "all":
+        return None  # addressed to a tool (code, an image prompt, internal_tool commentary): not shown as a turn
     metadata = message.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
     content = message.get("content")

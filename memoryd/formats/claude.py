@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from memoryd.errors import ParseError
 from memoryd.formats.common import (
+    Fail,
     Transcript,
     clean_title,
     json_type,
@@ -22,10 +25,14 @@ from memoryd.records import Message, clean_text
 
 
 def read_claude(path: Path, obj: dict[str, object]) -> Transcript:
-    """``chat_messages`` in order: ``sender`` is the role, the text blocks of ``content`` (or ``text``) the content.
+    """The branch of ``chat_messages`` the Claude interface shows last: ``sender`` is the role, text blocks the content.
 
-    Blocks other than text (tool use, thinking) are not conversation text;
-    attachments and files are noted by name.
+    An edited or retried message leaves both branches in ``chat_messages``,
+    linked by ``parent_message_uuid``: like ChatGPT's ``current_node``, the
+    conversation is the branch that ends at the latest message.  An export
+    whose messages carry no parents keeps array order.  Blocks other than
+    text (tool use, thinking) are not conversation text; attachments and
+    files are noted by name.
     """
 
     def fail(reason: str) -> ParseError:
@@ -36,7 +43,7 @@ def read_claude(path: Path, obj: dict[str, object]) -> Transcript:
         raise fail(f"chat_messages: expected an array, got {json_type(items)}")
     skipped: Counter[str] = Counter()
     messages: list[Message] = []
-    for item in items:
+    for item in _latest_branch(items, fail):
         if not isinstance(item, dict):
             skipped[f"expected an object, got {json_type(item)}"] += 1
             continue
@@ -61,6 +68,53 @@ def read_claude(path: Path, obj: dict[str, object]) -> Transcript:
         warnings=tuple(f"skipped {count} message(s): {reason}" for reason, count in sorted(skipped.items())),
         source_format="claude",
     )
+
+
+def _latest_branch(items: list[object], fail: Fail) -> list[object]:
+    """The messages from the root to the latest leaf, following ``parent_message_uuid``; ``items`` without parents.
+
+    Non-objects are kept in place so that they are reported, not dropped.
+    """
+    linked: dict[str, tuple[int, dict[str, object]]] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        uuid, parent = item.get("uuid"), item.get("parent_message_uuid")
+        if not isinstance(uuid, str) or not isinstance(parent, str):
+            return items  # an export (or a message) without parents: array order
+        linked[uuid] = (index, item)
+    if not linked:
+        return items
+    parents = {item["parent_message_uuid"] for _, item in linked.values()}
+    leaves = [entry for uuid, entry in linked.items() if uuid not in parents]
+    if not leaves:
+        raise fail("chat_messages: the parent_message_uuid links form a cycle")
+    _, node = max(leaves, key=lambda entry: (_epoch(entry[1].get("created_at")), entry[0]))
+    branch: list[object] = []
+    seen: set[int] = set()
+    while True:
+        branch.append(node)
+        seen.add(id(node))
+        parent_entry = linked.get(str(node["parent_message_uuid"]))
+        if parent_entry is None:
+            break
+        node = parent_entry[1]
+        if id(node) in seen:
+            raise fail(f"chat_messages: the parents of message {short_repr(node.get('uuid'))} form a cycle")
+    branch.reverse()
+    others = [item for item in items if not isinstance(item, dict)]
+    return [*branch, *others]
+
+
+def _epoch(value: object) -> float:
+    """A ``created_at`` as seconds, for ordering; unreadable or missing sorts first."""
+    if not isinstance(value, str):
+        return -math.inf
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return -math.inf
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _claude_text(item: Mapping[str, object]) -> str:

@@ -145,22 +145,6 @@ def json_type(value: object) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def message(value: object, seq: int, fail: Fail) -> Message:
-    """One ``{"role", "content", "ts"}`` object, shared by the JSONL and JSON formats."""
-    if not isinstance(value, dict):
-        raise fail(f"expected a JSON object, got {json_type(value)}")
-    role_value = value.get("role")
-    if not isinstance(role_value, str):
-        raise fail(f"role: expected a string, got {json_type(role_value)}")
-    role = normalize_role(role_value)
-    if role is None:
-        raise fail(f"role: unknown role {short_repr(role_value)} (expected one of {', '.join(ROLES)})")
-    content = value.get("content")
-    if not isinstance(content, str):
-        raise fail(f"content: expected a string, got {json_type(content)}")
-    return Message(seq=seq, role=role, content=clean_text(content), ts=ts_text(value.get("ts")))
-
-
 def ts_text(value: object) -> str | None:
     """Timestamps are kept as text: whatever the writer meant, nothing is lost.
 

@@ -1,15 +1,12 @@
-"""``messages.jsonl``: one ``{"role", "content", "ts"?}`` object per line."""
+"""``messages.jsonl``: one message per line, ``{"role", "content", "ts"?}`` (or another shape ``chat.py`` reads)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from memoryd.errors import ParseError
-from memoryd.formats.common import (
-    Transcript,
-    load_json,
-    message,
-)
+from memoryd.formats.chat import chat_message
+from memoryd.formats.common import Transcript, load_json
 from memoryd.records import Message
 
 
@@ -22,5 +19,5 @@ def read_jsonl(path: Path, text: str) -> Transcript:
         def fail(reason: str, number: int = number) -> ParseError:
             return ParseError(path, reason, line=number)
 
-        messages.append(message(load_json(line, fail), len(messages), fail))
+        messages.append(chat_message(load_json(line, fail), len(messages), fail))
     return Transcript(messages=tuple(messages))

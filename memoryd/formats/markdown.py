@@ -65,6 +65,14 @@ _FRONT_MATTER_ITEM = re.compile(r"[ \t]*-[ \t]+(?P<value>.*)")
 _FRONT_MATTER_MAX_LINES = 200
 _FRONT_MATTER_DATE_KEYS = ("date", "created", "created_at", "created_date")
 _TS_SEPARATORS = ":([-|\u2014\u2013"  # em and en dashes too
+# chatgpt-to-markdown's `# _Question_` / `# _Answer_`: the one heading pair read at level 1 too.
+_QA_LABEL = re.compile(r"[*_]+(?P<word>question|answer)[*_]+", re.IGNORECASE)
+_QA_ROLES = {"question": "user", "answer": "assistant"}
+# A speaker's name in a marker of the transcript's style (`## Sven`): up to three words, starting with a capital.
+_NAME = re.compile(r"[^\W\d_][\w.'’-]*(?: [\w.'’-]+){0,2}")
+_MAX_NAME = 40
+# A thematic break (`---`, `----------`, `***`) that separates messages: not part of them.
+_SEPARATOR = re.compile(r" {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*\r?")
 _NO_MARKER_WARNING = "no role marker (## User, **User:**, Human: …) found: stored as one user message"
 
 
@@ -102,7 +110,12 @@ def speaker_line(line: str) -> Speaker | None:
     if heading is not None:
         level = len(heading[1])
         label = heading[2]
-        if level < 2 or len(label) > _MAX_MARKER_LINE:
+        if len(label) > _MAX_MARKER_LINE:
+            return None
+        qa = _QA_LABEL.fullmatch(_heading_label(label))
+        if qa is not None:
+            return Speaker(f"h{level}", _QA_ROLES[qa["word"].casefold()])
+        if level < 2:
             return None
         found = _label_role(_heading_label(label))
         return None if found is None else Speaker(f"h{level}", *found)
@@ -286,8 +299,10 @@ def _front_matter_values(fields: dict[str, str | list[str]]) -> _FrontMatter:
     )
 
 
-def _markers(text: str, lines: Sequence[str], start: int, fenced: Sequence[tuple[int, int]]) -> dict[int, Speaker]:
-    """The lines that open messages: those of the style of the first marker found.
+def _markers(
+    text: str, lines: Sequence[str], start: int, fenced: Sequence[tuple[int, int]]
+) -> tuple[dict[int, Speaker], str | None]:
+    """The lines that open messages (those of the style of the first marker found), and a warning.
 
     One transcript uses one style, so a ``### System`` sub-heading inside an
     answer of a ``## User`` transcript stays content.  ``Human:`` lines are
@@ -301,12 +316,71 @@ def _markers(text: str, lines: Sequence[str], start: int, fenced: Sequence[tuple
         style = style or speaker.style
         if speaker.style == style:
             found[index] = speaker
-    if found:
-        return found
+    if style is not None:
+        return found, _named_speaker(text, lines, start, fenced, style, found)
     for index in line_starts(text, _PLAIN_START):
         if index >= start and not _inside(index, fenced) and (speaker := plain_speaker_line(lines[index])) is not None:
             found[index] = speaker
-    return found if len({speaker.role for speaker in found.values()}) >= 2 else {}
+    return (found if len({speaker.role for speaker in found.values()}) >= 2 else {}), None
+
+
+def _named_speaker(
+    text: str,
+    lines: Sequence[str],
+    start: int,
+    fenced: Sequence[tuple[int, int]],
+    style: str,
+    found: dict[int, Speaker],
+) -> str | None:
+    """Map a speaker's name (``## Sven`` beside ``## User``) to the role the transcript lacks; the warning says so.
+
+    Only when the role markers found name a single side of the dialogue and
+    exactly one name stands in markers of the same style: ``## Sven``'s text
+    is then the assistant's, not part of the user's message.  Updates
+    ``found`` in place.
+    """
+    roles = {speaker.role for speaker in found.values()}
+    missing = "assistant" if "assistant" not in roles else "user" if "user" not in roles else None
+    if missing is None:
+        return None
+    named: dict[int, tuple[str, str]] = {}
+    for index in line_starts(text, _MARKER_START):
+        if index >= start and index not in found and not _inside(index, fenced):
+            name = _name_marker(lines[index], style)
+            if name is not None:
+                named[index] = name
+    names = {name for name, _ in named.values()}
+    if len(names) != 1:
+        return None
+    for index, (_, first_line) in named.items():
+        found[index] = Speaker(style, missing, None, first_line)
+    marker = "**Name:**" if style == "bold" else "#" * int(style[1:]) + " Name"
+    return f"speaker {short_repr(names.pop())} ({marker} lines) read as {missing}"
+
+
+def _name_marker(line: str, style: str) -> tuple[str, str] | None:
+    """``(name, text on the marker line)`` when ``line`` is a marker of ``style`` whose label is a name."""
+    after = ""
+    if style == "bold":
+        bold = _BOLD_SPEAKER.match(line)
+        if bold is None:
+            return None
+        label, rest = bold[1].strip(), bold[2]
+        if label.endswith(":"):
+            label, after = label[:-1], rest
+        elif rest.lstrip(" \t").startswith(":"):
+            after = rest.lstrip(" \t")[1:]
+        else:
+            return None
+    else:
+        heading = _HEADING.match(line)
+        if heading is None or f"h{len(heading[1])}" != style or len(heading[2]) > _MAX_MARKER_LINE:
+            return None
+        label = _heading_label(heading[2])
+    label = _LEADING_SYMBOLS.sub("", label.strip().strip("*_").strip(), count=1)
+    if len(label) > _MAX_NAME or not label[:1].isupper() or _NAME.fullmatch(label) is None:
+        return None
+    return label, after.lstrip(" \t").removesuffix("\r")
 
 
 def _title_line(line: str) -> str | None:
@@ -320,7 +394,7 @@ def read_markdown(path: Path, text: str) -> Transcript:
     lines = text.split("\n")
     front, start = _front_matter(lines)
     fenced = fenced_ranges(lines, line_starts(text, _FENCE_START))
-    markers = _markers(text, lines, start, fenced)
+    markers, named = _markers(text, lines, start, fenced)
     if not markers:
         return _one_message(lines, start, fenced, front)
     positions = sorted(markers)
@@ -335,6 +409,8 @@ def read_markdown(path: Path, text: str) -> Transcript:
     warnings = list(front.warnings)
     if preamble:
         warnings.append(f"ignored {preamble} line(s) before the first role heading")
+    if named is not None:
+        warnings.append(named)
     bodies = []
     for position, following in zip(positions, [*positions[1:], len(lines)], strict=True):
         speaker = markers[position]
@@ -389,11 +465,11 @@ def _markdown_messages(bodies: Sequence[_OpenMessage]) -> tuple[Message, ...]:
 
 
 def _body_text(lines: Sequence[str]) -> str:
-    """Verbatim, minus blank lines around it and the newline before the next heading."""
+    """Verbatim, minus blank lines and separators (``---``) around it, and the newline before the next heading."""
     start, end = 0, len(lines)
-    while start < end and not lines[start].strip():
+    while start < end and (not lines[start].strip() or _SEPARATOR.fullmatch(lines[start])):
         start += 1
-    while end > start and not lines[end - 1].strip():
+    while end > start and (not lines[end - 1].strip() or _SEPARATOR.fullmatch(lines[end - 1])):
         end -= 1
     text = "\n".join(lines[start:end])
     return text.removesuffix("\r")

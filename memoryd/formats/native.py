@@ -1,15 +1,15 @@
-"""The native ``conversation.json``: ``{"title", "created", "messages": [...]}``."""
+"""The native ``conversation.json``: ``{"title", "created", "messages": [...]}``, OpenAI chat shape included."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from memoryd.errors import ParseError
+from memoryd.formats.chat import chat_message
 from memoryd.formats.common import (
     Transcript,
     clean_title,
     json_type,
-    message,
     optional_str,
     parse_iso_date,
     short_repr,
@@ -29,7 +29,7 @@ def read_native(path: Path, obj: dict[str, object]) -> Transcript:
         def fail_at(reason: str, index: int = index) -> ParseError:
             return ParseError(path, f"messages[{index}]: {reason}")
 
-        messages.append(message(item, index, fail_at))
+        messages.append(chat_message(item, index, fail_at))
     created = optional_str(obj, "created", fail)
     created_date = None
     if created is not None and created.strip():

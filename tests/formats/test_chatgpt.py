@@ -26,7 +26,6 @@ def test_chatgpt_conversation_json(tmp_path: Path) -> None:
         ("user", "Écris un poème sur l'orage.", "2024-06-25T12:03:01+00:00"),
         ("assistant", "Le tonnerre gronde,\nl'éclair répond.", "2024-06-25T12:03:03+00:00"),
         ("user", "[image]\nEt avec cette image ?\n\n[file: orage.png]", "2024-06-25T12:03:06+00:00"),
-        ("assistant", "print('éclair')", "2024-06-25T12:03:07+00:00"),
         ("tool", "éclair", "2024-06-25T12:03:08+00:00"),
         ("assistant", "Voilà le poème final.", "2024-06-25T12:03:10+00:00"),
     ]
@@ -93,3 +92,77 @@ def test_chatgpt_odd_parts_and_roles(tmp_path: Path) -> None:
         "skipped 1 message(s): unknown author role 'critic'",
     )
     assert (conversation.title, conversation.created_date) == ("orage codé textuel", date(2025, 6, 25))
+
+
+def chatgpt_node(
+    node_id: str,
+    parent: str | None,
+    role: str,
+    content: dict[str, object],
+    *,
+    recipient: str = "all",
+    channel: str | None = None,
+    name: str | None = None,
+) -> dict[str, object]:
+    """One node of a ChatGPT mapping, with the message fields an image-generation chat carries."""
+    message = {
+        "id": node_id,
+        "author": {"role": role, "name": name, "metadata": {}},
+        "create_time": 1_735_000_000.0,
+        "content": content,
+        "status": "finished_successfully",
+        "end_turn": None,
+        "weight": 1.0,
+        "metadata": {},
+        "recipient": recipient,
+        "channel": channel,
+    }
+    return {"id": node_id, "message": message, "parent": parent, "children": []}
+
+
+def test_chatgpt_messages_to_a_tool_are_not_turns(tmp_path: Path) -> None:
+    """Image prompts, code sent to python and internal_tool commentary (recipient other than all) are left out."""
+    nodes = [
+        chatgpt_node("u1", None, "user", {"content_type": "text", "parts": ["Dessine un chat roux"]}),
+        chatgpt_node(
+            "a1",
+            "u1",
+            "assistant",
+            {"content_type": "text", "parts": ['{"prompt": "a ginger cat", "size": "1024x1024", "n": 1}']},
+            recipient="t2uay3k.sj1i4kz",
+        ),
+        chatgpt_node(
+            "t1",
+            "a1",
+            "tool",
+            {"content_type": "multimodal_text", "parts": [{"content_type": "image_asset_pointer", "width": 1024}]},
+            name="t2uay3k.sj1i4kz",
+        ),
+        chatgpt_node(
+            "a2",
+            "t1",
+            "assistant",
+            {"content_type": "text", "parts": ["The image is ready; do not describe it."]},
+            recipient="internal_tool",
+            channel="commentary",
+        ),
+        chatgpt_node("a3", "a2", "assistant", {"content_type": "text", "parts": ["Voici ton chat roux."]}),
+        chatgpt_node(
+            "a4",
+            "a3",
+            "assistant",
+            {"content_type": "code", "language": "python", "text": "print(1)"},
+            recipient="python",
+        ),
+        chatgpt_node("t2", "a4", "tool", {"content_type": "execution_output", "text": "1"}, name="python"),
+    ]
+    mapping = {node["id"]: node for node in nodes}
+    document = {"title": "Chat roux", "create_time": 1_735_000_000.0, "mapping": mapping, "current_node": "t2"}
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.json": json.dumps(document)}))
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("user", "Dessine un chat roux"),
+        ("tool", "[image]"),
+        ("assistant", "Voici ton chat roux."),
+        ("tool", "1"),
+    ]
+    assert conversation.warnings == ()

@@ -262,11 +262,17 @@ _JSON_VALUES = st.recursive(
     | st.integers()
     | st.floats()
     | st.text(max_size=10)
-    | st.sampled_from(["user", "Assistant", "human", "robot", "2025-06-25"]),
+    | st.sampled_from(["user", "Assistant", "human", "gpt", "robot", "tool", "all", "python", "2025-06-25"]),
     lambda children: (
         st.lists(children, max_size=4)
         | st.dictionaries(
-            st.sampled_from(["role", "content", "ts", "messages", "title", "created", "mapping"]),
+            st.sampled_from(
+                [
+                    *("role", "content", "ts", "messages", "title", "created", "mapping"),
+                    *("conversations", "from", "value", "tool_calls", "function", "name", "type", "text"),
+                    *("chat_messages", "uuid", "parent_message_uuid", "sender", "recipient", "created_at"),
+                ]
+            ),
             children,
             max_size=5,
         )
@@ -276,6 +282,11 @@ _JSON_VALUES = st.recursive(
 _MD_LINES = st.sampled_from(
     [
         "## User",
+        "## Sven",
+        "# _Question_",
+        "# _Answer_",
+        "----------",
+        "**Maria:** hi",
         "## assistant (12:00)",
         "## Notes",
         "# T",

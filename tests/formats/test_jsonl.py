@@ -77,7 +77,7 @@ def test_jsonl_keeps_empty_content(tmp_path: Path) -> None:
     ("bad_line", "reason_part"),
     [
         ('{"role": "user", "content": ', "invalid JSON"),
-        ('["user", "hi"]', "expected a JSON object"),
+        ('["user", "hi"]', "an array, not a message"),
         ('{"role": "user"}', "content"),
         ('{"role": "user", "content": 3}', "content"),
         ('{"role": "robot", "content": "x"}', "unknown role 'robot'"),
@@ -100,3 +100,77 @@ def test_jsonl_without_messages_is_an_error(tmp_path: Path) -> None:
     folder = make_folder(tmp_path, {"messages.jsonl": "\n  \n"})
     error = parse_error(folder)
     assert (error.path, error.reason) == (folder / "messages.jsonl", "no messages")
+
+
+@pytest.mark.parametrize(
+    ("line", "shape"),
+    [
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+            'a whole conversation in OpenAI chat shape ({"messages": [...]})',
+        ),
+        (
+            {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+            'a whole conversation in ShareGPT shape ({"conversations": [...]})',
+        ),
+    ],
+)
+def test_jsonl_dataset_line_names_the_shape(tmp_path: Path, line: dict[str, object], shape: str) -> None:
+    """A dataset line (a whole conversation) in messages.jsonl names its shape, the accepted ones and the command."""
+    error = parse_error(make_folder(tmp_path, {"messages.jsonl": jsonl(line)}))
+    assert error.line == 1
+    assert error.reason == (
+        f"{shape}, not a message: expected"
+        ' {"role", "content", "ts"?} (OpenAI chat: content parts and tool_calls allowed) or {"from", "value"}'
+        " (ShareGPT); for a file of one conversation per line, run `memoryd import jsonl FILE`"
+    )
+
+
+def test_jsonl_sharegpt_turns(tmp_path: Path) -> None:
+    """ShareGPT turns ({"from", "value"}) are messages too: human, gpt and system become roles."""
+    text = jsonl(
+        {"from": "system", "value": "Be brief."},
+        {"from": "human", "value": "Capital of Peru?"},
+        {"from": "gpt", "value": "Lima."},
+    )
+    conversation = parse_conversation(make_folder(tmp_path, {"messages.jsonl": text}))
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("system", "Be brief."),
+        ("user", "Capital of Peru?"),
+        ("assistant", "Lima."),
+    ]
+
+
+def test_jsonl_openai_parts_and_tool_calls(tmp_path: Path) -> None:
+    """Content parts keep their text (images as placeholders); tool calls become [tool: NAME] arguments lines."""
+    text = jsonl(
+        {"role": "developer", "content": "Use the weather tool."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Weather here?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
+        {"role": "assistant", "content": [{"type": "text", "text": "21 °C in Lyon."}]},
+    )
+    conversation = parse_conversation(make_folder(tmp_path, {"messages.jsonl": text}))
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("system", "Use the weather tool."),
+        ("user", "Weather here?\n\n[image]"),
+        ("assistant", '[tool: get_weather] {"city": "Lyon"}'),
+        ("tool", '{"temp": 21}'),
+        ("assistant", "21 °C in Lyon."),
+    ]

@@ -350,3 +350,59 @@ def test_bold_speaker_text_on_marker_line(tmp_path: Path) -> None:
         ("user", "one\ntwo", None),
         ("assistant", "three", "12:00"),
     ]
+
+
+def test_question_answer_headings(tmp_path: Path) -> None:
+    """chatgpt-to-markdown's `# _Question_` / `# _Answer_` with `----------` separators are user and assistant turns."""
+    conversation = parse_conversation(fixture_folder(tmp_path, FIXTURES / "markdown" / "question_answer.md"))
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("user", "Écris un poème sur l'orage."),
+        ("assistant", "Le tonnerre gronde,\nl'éclair répond.\n\n---\n\nUn second couplet ?"),
+        ("user", "Merci !"),
+        ("assistant", "De rien."),
+    ]
+    assert conversation.title == "orage codé textuel"
+    assert conversation.warnings == ()
+
+
+def test_named_speaker_is_mapped_with_a_warning(tmp_path: Path) -> None:
+    """`## Sven` beside `## User` is the assistant, and the warning names the mapping; sub-headings stay content."""
+    conversation = parse_conversation(fixture_folder(tmp_path, FIXTURES / "markdown" / "named_speaker.md"))
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("user", "Can you help me plan a weekend in Lisbon?"),
+        ("assistant", "Of course! Start with the Alfama in the morning.\n\n### Day two\n\nTake the tram to Belém."),
+        ("user", "And where do I eat?"),
+        ("assistant", "Try a tasca near the Bairro Alto."),
+    ]
+    assert conversation.title == "Planning a trip"
+    assert conversation.warnings == ("speaker 'Sven' (## Name lines) read as assistant",)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("**Sven:** Bonjour\n\n**User:** Salut\n\n**Sven:** Ça va ?\n", ["assistant", "user", "assistant"]),
+        ("## Assistant\nHi\n## Maria\nHello\n", ["assistant", "user"]),
+    ],
+)
+def test_named_speaker_takes_the_missing_role(tmp_path: Path, text: str, expected: list[str]) -> None:
+    """A name takes whichever side the role markers lack, in bold markers too."""
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.md": text}))
+    assert [m.role for m in conversation.messages] == expected
+    assert len(conversation.warnings) == 1
+    assert "read as" in conversation.warnings[0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "## User\nHi\n## Assistant\nHello\n## Notes\nstill the assistant\n",
+        "## User\nHi\n## Sven\nHello\n## Maria\nHey\n",
+        "## User\nHi\n## what about this\nstill the user\n",
+    ],
+)
+def test_headings_that_are_not_a_single_missing_speaker_stay_content(tmp_path: Path, text: str) -> None:
+    """Both sides present, two different names, or a lower-case phrase: no mapping, headings stay in the text."""
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.md": text}))
+    assert all("read as" not in warning for warning in conversation.warnings)
+    assert len(conversation.messages) == 2 if "Assistant" in text else len(conversation.messages) == 1

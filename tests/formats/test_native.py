@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from memoryd.formats import parse_conversation
+from memoryd.formats.chat import CONVERSATION_SHAPES
 from tests.formats.helpers import make_folder, parse_error
 
 # --- conversation.json
@@ -45,8 +46,8 @@ def test_json_created_beats_slug_date(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("document", "reason"),
     [
-        ("[]", "expected a JSON object, got an array"),
-        ('"text"', "expected a JSON object, got a string"),
+        ("[]", f"an array, not a conversation: expected one object, {CONVERSATION_SHAPES}"),
+        ('"text"', f"a string, not a conversation: expected one object, {CONVERSATION_SHAPES}"),
         ('{"mapping": {}}', "no messages"),
         ('{"chat_messages": []}', "no messages"),
         ('{"mapping": []}', "mapping: expected an object, got an array"),
@@ -56,7 +57,12 @@ def test_json_created_beats_slug_date(tmp_path: Path) -> None:
             "a whole ChatGPT data export (an array of conversations), not one conversation:"
             " split it with `memoryd import`",
         ),
-        ('{"title": "x"}', 'no "messages" list'),
+        ('{"title": "x"}', f"an object with keys 'title', not a conversation: expected {CONVERSATION_SHAPES}"),
+        (
+            '{"conversations": [{"from": "bot", "value": "x"}]}',
+            "conversations[0]: from: unknown speaker 'bot' (expected human, gpt or system)",
+        ),
+        ('{"conversations": [{"from": "gpt"}]}', "conversations[0]: value: expected a string, got null"),
         ('{"messages": {}}', "messages: expected an array, got an object"),
         ('{"messages": []}', "no messages"),
         (
@@ -98,3 +104,49 @@ def test_json_syntax_error_has_line(tmp_path: Path) -> None:
     assert error.path == folder / "conversation.json"
     assert error.line == 3
     assert error.reason.startswith("invalid JSON")
+
+
+def test_openai_conversation_json(tmp_path: Path) -> None:
+    """A conversation.json in OpenAI chat shape (a dataset record) is read natively, parts and tool calls included."""
+    document = {
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": [{"type": "text", "text": "2+2?"}]},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"type": "function", "function": {"name": "calc", "arguments": '{"expr": "2+2"}'}}],
+            },
+            {"role": "tool", "content": "4"},
+            {"role": "assistant", "content": "4."},
+        ]
+    }
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.json": json.dumps(document)}))
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("system", "You are terse."),
+        ("user", "2+2?"),
+        ("assistant", '[tool: calc] {"expr": "2+2"}'),
+        ("tool", "4"),
+        ("assistant", "4."),
+    ]
+    assert conversation.source_format == "json"
+
+
+def test_sharegpt_conversation_json(tmp_path: Path) -> None:
+    """A conversation.json in ShareGPT shape is read natively: human, gpt and system turns, the title if any."""
+    document = {
+        "id": "identity_0",
+        "title": "Pérou",
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "Capital of Peru?"},
+            {"from": "gpt", "value": "Lima."},
+        ],
+    }
+    conversation = parse_conversation(make_folder(tmp_path, {"conversation.json": json.dumps(document)}))
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("system", "Be brief."),
+        ("user", "Capital of Peru?"),
+        ("assistant", "Lima."),
+    ]
+    assert (conversation.title, conversation.source_format) == ("Pérou", "sharegpt")
