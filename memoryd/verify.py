@@ -26,7 +26,7 @@ import psycopg
 
 from memoryd.config import Config
 from memoryd.db import Database
-from memoryd.errors import ParseError
+from memoryd.errors import MemorydError, ParseError
 from memoryd.formats import parse_conversation
 from memoryd.records import Conversation, Summary
 from memoryd.slugs import is_slug_name
@@ -130,6 +130,8 @@ def _disk_slugs(root: Path) -> set[str]:
             return {e.name for e in entries if is_slug_name(e.name) and (e.is_dir() or e.is_symlink())}
     except FileNotFoundError:
         return set()
+    except OSError as exc:
+        raise MemorydError(f"cannot list {root}: {exc.strerror or exc}") from exc
 
 
 def _read_disk(config: Config, slug: str) -> _OnDisk:

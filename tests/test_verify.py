@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from memoryd.cli import main
 from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.embed import Embedder, embed_pending
@@ -157,21 +159,27 @@ def write_config(config: Config, path: Path) -> Path:
     return path
 
 
-def test_cli_verify_text_and_json(
-    stored: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cli_verify_text_and_json(stored: Config, tmp_path: Path) -> None:
     """`memoryd verify` exits 0 when clean, 1 on drift, printing it per slug; --json says the same."""
-    monkeypatch.setenv("MEMORYD_DSN", stored.database.dsn)
-    config_path = str(write_config(stored, tmp_path / "config.toml"))
-    assert main(["--config", config_path, "verify"]) == 0
-    assert " 0 drifted in " in capsys.readouterr().out
+    config_path = write_config(stored, tmp_path / "config.toml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYD_")} | {"MEMORYD_DSN": stored.database.dsn}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "memoryd.cli", "--config", str(config_path), "verify", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False)
+
+    clean = run()
+    assert clean.returncode == 0, clean.stderr
+    assert " 0 drifted in " in clean.stdout
     shutil.rmtree(stored.paths.conversations / GONE)
-    assert main(["--config", config_path, "verify"]) == 1
-    out = capsys.readouterr().out.splitlines()
+    drifted = run()
+    assert drifted.returncode == 1
+    out = drifted.stdout.splitlines()
     assert " 1 drifted in " in out[0]
     assert out[1:] == [GONE, "  conversation in the database, its folder is gone"]
-    assert main(["--config", config_path, "verify", "--json"]) == 1
-    data: dict[str, Any] = json.loads(capsys.readouterr().out)
+    as_json = run("--json")
+    assert as_json.returncode == 1
+    data: dict[str, Any] = json.loads(as_json.stdout)
     assert data["clean"] is False
     assert data["drift"][GONE]["problems"] == ["conversation in the database, its folder is gone"]
     assert data["drift"][GONE]["messages_extra"] == 2

@@ -9,15 +9,7 @@ from datetime import date
 from pathlib import Path
 
 from memoryd.errors import ParseError
-from memoryd.formats.common import (
-    Fail,
-    clean_title,
-    load_json,
-    optional_str,
-    parse_iso_date,
-    short_repr,
-    unique_clean,
-)
+from memoryd.formats.common import Fail, clean_title, load_json, optional_str, parse_iso_date, short_repr, unique_clean
 from memoryd.formats.files import decode_text, is_file_or_link, is_ignored_name, read_bytes, readable_file, resolve_link
 from memoryd.formats.registry import READERS, TRANSCRIPT_NAMES
 from memoryd.records import Conversation

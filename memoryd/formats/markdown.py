@@ -9,13 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from memoryd.formats.common import (
-    Transcript,
-    clean_title,
-    normalize_role,
-    short_repr,
-    unique_clean,
-)
+from memoryd.formats.common import Transcript, clean_title, normalize_role, short_repr, unique_clean
 from memoryd.records import Message, clean_text
 from memoryd.slugs import date_from_slug
 

@@ -6,14 +6,7 @@ from pathlib import Path
 
 from memoryd.errors import ParseError
 from memoryd.formats.chat import chat_message
-from memoryd.formats.common import (
-    Transcript,
-    clean_title,
-    json_type,
-    optional_str,
-    parse_iso_date,
-    short_repr,
-)
+from memoryd.formats.common import Transcript, clean_title, json_type, optional_str, parse_iso_date, short_repr
 
 
 def read_native(path: Path, obj: dict[str, object]) -> Transcript:

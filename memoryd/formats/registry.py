@@ -10,10 +10,7 @@ from memoryd.errors import ParseError
 from memoryd.formats.chat import CONVERSATION_SHAPES, shape_of
 from memoryd.formats.chatgpt import read_chatgpt
 from memoryd.formats.claude import read_claude
-from memoryd.formats.common import (
-    Transcript,
-    load_json,
-)
+from memoryd.formats.common import Transcript, load_json
 from memoryd.formats.jsonl import read_jsonl
 from memoryd.formats.markdown import read_markdown
 from memoryd.formats.native import read_native

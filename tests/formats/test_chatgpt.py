@@ -7,11 +7,7 @@ from datetime import date
 from pathlib import Path
 
 from memoryd.formats import parse_conversation
-from tests.formats.helpers import (
-    export_conversation,
-    make_folder,
-    parse_error,
-)
+from tests.formats.helpers import export_conversation, make_folder, parse_error
 
 
 def test_chatgpt_conversation_json(tmp_path: Path) -> None:
