@@ -327,7 +327,7 @@ def main() -> None:
             for name, filters in (
                 ("one month (--since/--until)", SearchFilters(since=date(2025, 6, 1), until=date(2025, 6, 30))),
                 ("one day (--since/--until)", SearchFilters(since=date(2025, 6, 2), until=date(2025, 6, 2))),
-                ("summaries (--level 1)", SearchFilters(level=1)),
+                ("summaries (--level 1)", SearchFilters(levels=(1,))),
             )
         ]
         exact_conn.close()
@@ -381,7 +381,7 @@ def run_filtered(
         " AND (%(level)s::int IS NULL OR s.level IS NOT DISTINCT FROM %(level)s))::int)"
         " FROM embeddings AS e JOIN conversations AS c ON c.id = e.conversation_id"
         " LEFT JOIN summaries AS s ON s.id = e.summary_id",
-        {"since": filters.since, "until": filters.until, "level": filters.level},
+        {"since": filters.since, "until": filters.until, "level": filters.levels[0] if filters.levels else None},
     ).fetchone()
     with conn.transaction():
         exact = selects_few_chunks(conn, filters)

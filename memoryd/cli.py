@@ -14,15 +14,26 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from memoryd import __version__
 from memoryd.config import Config, load_config
-from memoryd.db import Database, RetryPolicy
-from memoryd.errors import AlreadyRunning, ConfigError, DatabaseUnavailable, EmbedError, MemorydError
+from memoryd.errors import (
+    AlreadyRunning,
+    ConfigError,
+    DatabaseUnavailable,
+    EmbedError,
+    InvalidRequest,
+    MemorydError,
+    NotFound,
+)
 from memoryd.log import configure_logging
+from memoryd.records import ROLES
+
+if TYPE_CHECKING:
+    from memoryd.db import Database
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +48,7 @@ def cmd_init(args: argparse.Namespace, config: Config) -> int:
 
     Example: memoryd init
     """
-    with Database(config.database, retry=_one_shot_retry(config)) as db:
+    with _open_database(config) as db:
         print(f"database ready: {db.display_dsn}")
     return 0
 
@@ -53,7 +64,7 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     """
     from memoryd.sync import Syncer
 
-    with Database(config.database, retry=_one_shot_retry(config)) as db:
+    with _open_database(config) as db:
         syncer = Syncer(db, config)
         slugs = syncer.slugs_for_paths([Path(p) for p in args.paths]) if args.paths else None
         with _progress_bar("ingest", "slugs") as bar:
@@ -73,7 +84,7 @@ def cmd_embed(args: argparse.Namespace, config: Config) -> int:
     from memoryd.embed import Embedder, embed_pending
     from memoryd.store import count_pending
 
-    with Database(config.database, retry=_one_shot_retry(config)) as db:
+    with _open_database(config) as db:
         total = db.run(count_pending, config.embedding.model)
         if total == 0:
             print("nothing to embed")
@@ -99,34 +110,36 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     """Find the messages and summaries that best match QUERY, by meaning and by words.
 
     --mode hybrid (the default) fuses search by meaning (embeddings) with
-    full-text search (English and French, accents ignored) by reciprocal rank:
-    it finds paraphrases and exact rare words (codes, names) alike.  --mode
-    vector is by meaning only (score: cosine similarity), --mode text by
-    words only (score: ts_rank; no model is loaded).
+    full-text search (English and French, accents ignored): it finds
+    paraphrases and exact rare words (codes, names) alike.  --mode vector is
+    by meaning only (score: cosine similarity), --mode text by words only
+    (score: ts_rank; no model is loaded).  Each hit comes with --context
+    turns before and after it, and the summaries that cover it.  When a
+    daemon (`memoryd watch`) runs, its warm model answers (about 100 ms);
+    otherwise this process loads the model (seconds).
 
     Example: memoryd search "the storm poem" --k 5 --role assistant --since 2025-06-01
              memoryd search "résumé des décisions" --level 2 --json
-             memoryd search "ZK88213" --mode text
+             memoryd search "ZK88213" --mode text --slug-prefix 2025-06-
     """
-    from memoryd.search import SearchFilters, search
+    from memoryd.api import Memory
 
-    filters = SearchFilters(
-        slugs=tuple(args.slug or ()),
-        role=args.role,
-        level=args.level,
-        since=args.since,
-        until=args.until,
-        kind=args.kind,
-    )
-    embedder = None
-    if args.mode != "text":
-        from memoryd.embed import Embedder
-
-        embedder = Embedder(config.embedding)
-    with Database(config.database, retry=_one_shot_retry(config)) as db:
-        hits = db.run(search, embedder, args.query, k=args.k, filters=filters, mode=args.mode)
+    with Memory.open(config, service=False if args.in_process else None) as memory:
+        hits = memory.search(
+            args.query,
+            k=args.k,
+            mode=args.mode,
+            slugs=args.slug,
+            slug_prefix=args.slug_prefix,
+            roles=args.role,
+            levels=args.level,
+            kinds=args.kind,
+            since=args.since,
+            until=args.until,
+            context=args.context,
+        )
     if args.json:
-        json.dump([hit.as_json() for hit in hits], sys.stdout, ensure_ascii=False, indent=2)
+        json.dump([hit.to_dict() for hit in hits], sys.stdout, ensure_ascii=False, indent=2)
         print()
         return 0
     if not hits:
@@ -134,32 +147,44 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
         return 0
     for n, hit in enumerate(hits, 1):
         where = f"message #{hit.seq} {hit.role}" if hit.kind == "message" else f"summary L{hit.level}"
-        created = f" ({hit.created_date.isoformat()})" if hit.created_date else ""
+        created = f" ({hit.date.isoformat()})" if hit.date else ""
         print(f"{n:>2}. {hit.score:.4f}  {hit.slug}  {where}")
         print(f"    {hit.title}{created}")
-        print(f"    {hit.snippet}")
+        for turn in hit.context.before:
+            print(f"      {_compact(f'#{turn.seq} {turn.role}: {turn.text}')}")
+        print(f"    > {hit.snippet}")
+        for turn in hit.context.after + hit.context.covered:
+            print(f"      {_compact(f'#{turn.seq} {turn.role}: {turn.text}')}")
+        for summary in hit.context.summaries:
+            print(f"      {_compact(f'[L{summary.level} summary] {summary.text}')}")
     return 0
 
 
+def _compact(text: str, width: int = 100) -> str:
+    """One line of at most ``width`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    """Show counts, pending embeddings, recorded errors and the database in use.
+    """Show counts, pending embeddings, recorded errors, the database in use and who answers queries.
+
+    "answered by: service" means a running daemon answers searches with its
+    warm model; "in-process", that each command loads what it needs.
 
     Example: memoryd status
              memoryd status --json
     """
-    from memoryd.store import stats
+    from memoryd.api import Memory
 
-    with Database(config.database, retry=_one_shot_retry(config)) as db:
-        data = db.run(stats, config.embedding.model)
-        data["database"] = db.display_dsn
-    data["model"] = config.embedding.model
-    data["conversations_dir"] = str(config.paths.conversations)
-    data["summaries_dir"] = str(config.paths.summaries)
+    with Memory.open(config, service=False if args.in_process else None) as memory:
+        data = memory.status()
     if args.json:
         json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
         print()
         return 0
     print(f"database:       {data['database']}")
+    print(f"answered by:    {data['answered_by']}")
     print(f"folders:        {data['conversations_dir']}  {data['summaries_dir']}")
     print(f"conversations:  {data['conversations']}")
     print(f"messages:       {data['messages']}")
@@ -176,13 +201,29 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace, config: Config) -> int:
+    """Serve the memory to MCP clients (Claude Desktop, Claude Code, ...) on stdin/stdout.
+
+    Read-only tools: search, fetch one hit with its context, a conversation
+    (or a window of it), recent conversations, status.  Logs go to stderr.
+    Searches go to a running daemon's query service when one answers.
+
+    Example: memoryd mcp
+             claude mcp add memoryd -- memoryd --config ~/.config/memoryd/config.toml mcp
+    """
+    from memoryd.mcp import serve
+
+    serve(config, service=False if args.in_process else None)
+    return 0
+
+
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
     """Print the database URL, or open a psql shell on it.
 
     Example: memoryd db url
              memoryd db psql
     """
-    with Database(config.database, retry=_one_shot_retry(config)) as db:
+    with _open_database(config) as db:
         if args.action == "url":
             print(db.dsn)
             if db.embedded is not None:
@@ -291,9 +332,15 @@ def _psql_binary() -> str:
     return found
 
 
-def _one_shot_retry(config: Config) -> RetryPolicy:
-    """One-shot commands wait for a restarting database, but not forever."""
-    return RetryPolicy(deadline_s=float(config.database.retry_deadline_s))
+def _open_database(config: Config) -> Database:
+    """One-shot commands wait for a restarting database, but not forever.
+
+    Imported here: the database driver is not needed by a search that a
+    daemon answers, and importing it costs that search a tenth of a second.
+    """
+    from memoryd.db import Database, RetryPolicy
+
+    return Database(config.database, retry=RetryPolicy(deadline_s=float(config.database.retry_deadline_s)))
 
 
 class _progress_bar:  # noqa: N801 - used like a function
@@ -329,6 +376,16 @@ def _date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
+def _natural(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {value}")
+    return number
+
+
 def _positive(value: str) -> int:
     try:
         number = int(value)
@@ -345,6 +402,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "embed": cmd_embed,
     "search": cmd_search,
     "status": cmd_status,
+    "mcp": cmd_mcp,
     "db": cmd_db,
     "watch": cmd_watch,
     "install-service": cmd_install_service,
@@ -386,20 +444,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", metavar="QUERY")
     p.add_argument("--k", type=_positive, default=10, help="number of results (default 10)")
     p.add_argument("--slug", action="append", help="only this conversation (repeatable)")
-    p.add_argument("--role", choices=("user", "assistant", "system", "tool"), help="only messages with this role")
-    p.add_argument("--level", type=_positive, help="only summaries of this level")
-    p.add_argument("--kind", choices=("message", "summary"), help="only messages or only summaries")
-    p.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="conversations created on or after")
-    p.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="conversations created on or before")
+    p.add_argument("--slug-prefix", metavar="PREFIX", help="only conversations whose slug starts with PREFIX")
+    p.add_argument("--role", action="append", choices=ROLES, help="only messages with this role (repeatable)")
+    p.add_argument("--level", action="append", type=_positive, help="only summaries of this level (repeatable)")
+    p.add_argument("--kind", action="append", choices=("message", "summary"), help="only messages or only summaries")
+    p.add_argument(
+        "--since",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="on or after (message timestamp, else conversation date)",
+    )
+    p.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="on or before (same dates as --since)")
     p.add_argument(
         "--mode",
         choices=("vector", "text", "hybrid"),
         default="hybrid",
         help="by meaning, by words, or both fused (default hybrid)",
     )
-    p.add_argument("--json", action="store_true", help="JSON output for scripts, with each hit's ranks")
+    p.add_argument("--context", type=_natural, default=2, metavar="N", help="turns shown around each hit (default 2)")
+    p.add_argument("--json", action="store_true", help="JSON output for scripts, with each hit's context and ranks")
+    p.add_argument("--in-process", action="store_true", help="never ask a running daemon; load the model here")
     p = add("status")
     p.add_argument("--json", action="store_true", help="JSON output for scripts")
+    p.add_argument("--in-process", action="store_true", help="never ask a running daemon")
+    p = add("mcp")
+    p.add_argument("--in-process", action="store_true", help="never ask a running daemon; load the model here")
     p = add("db")
     p.add_argument("action", choices=("url", "psql"))
     add("watch")
@@ -436,6 +505,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AlreadyRunning as exc:
         print(f"memoryd: {exc}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
+    except InvalidRequest as exc:
+        print(f"memoryd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except NotFound as exc:
+        print(f"memoryd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except (EmbedError, MemorydError) as exc:
         print(f"memoryd: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

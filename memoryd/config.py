@@ -65,12 +65,30 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """The daemon's query service (HTTP + JSON on a Unix socket)."""
+
+    enabled: bool = True
+    socket: Path | None = None  # None: $XDG_RUNTIME_DIR/memoryd/memoryd.sock, else beside the data folder
+
+    def socket_path(self, data_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
+        if self.socket is not None:
+            return self.socket
+        env = os.environ if environ is None else environ
+        runtime = env.get("XDG_RUNTIME_DIR")
+        if runtime:
+            return Path(runtime) / "memoryd" / "memoryd.sock"
+        return data_dir.parent / "memoryd.sock"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     paths: PathsConfig = PathsConfig()
     database: DatabaseConfig = DatabaseConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     watch: WatchConfig = WatchConfig()
     log: LogConfig = LogConfig()
+    service: ServiceConfig = ServiceConfig()
     source: Path | None = None
     """The configuration file that was read, if any."""
 
@@ -81,6 +99,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "embedding": EmbeddingConfig,
     "watch": WatchConfig,
     "log": LogConfig,
+    "service": ServiceConfig,
 }
 
 
@@ -168,6 +187,16 @@ def _coerce(label: str, hint: Any, value: Any, base: Path) -> Any:
             raise ConfigError(f"{label} must be a non-empty path string")
         path = Path(value).expanduser()
         return path if path.is_absolute() else base / path
+    if hint == (Path | None):
+        if value == "":
+            return None
+        return _coerce(label, Path, value, base)
+    if hint is bool:
+        if from_env and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            value = value.lower() in ("1", "true", "yes", "on")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label} must be true or false, got {str(value)!r}")
+        return value
     if hint is int:
         if from_env:
             try:

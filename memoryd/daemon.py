@@ -28,14 +28,23 @@ import psycopg
 import structlog
 
 from memoryd import store
+from memoryd.api import LocalMemory
 from memoryd.config import Config
 from memoryd.db import Database, RetryPolicy
 from memoryd.errors import AlreadyRunning, Cancelled, DatabaseUnavailable, EmbedError
+from memoryd.query_client import socket_path
+from memoryd.query_service import QueryService
 from memoryd.sync import Syncer
 from memoryd.systemd import SystemdNotifier
 from memoryd.watch import FolderWatcher
 
 log = structlog.get_logger(__name__)
+
+# A query waits this long for the database before it is answered 503: a client
+# must not hang while the daemon itself waits out an outage.
+QUERY_DB_DEADLINE_S = 5.0
+# ...and this long for the model, on a daemon that has just started.
+QUERY_MODEL_WAIT_S = 60.0
 
 DAEMON_LOCK = 0x6D656D64  # "memd": one daemon per database
 
@@ -103,8 +112,11 @@ class Daemon:
         self._stopping = threading.Event()
         self.notifier = notifier or SystemdNotifier()
         self.retry = RetryPolicy(deadline_s=None, cancel=self._stopping, on_wait=self.notifier.heartbeat)
-        self.db = Database(config.database, retry=self.retry)
+        # Two connections more than one-shot commands: the query service's threads.
+        self.db = Database(config.database, retry=self.retry, max_connections=8)
         self._embedder_factory = embedder_factory or self._load_embedder
+        self.embedder: Any = None
+        self.query_service: QueryService | None = None
         self._embed_wanted = threading.Event()
         self._embedder_thread: threading.Thread | None = None
         self.ready = threading.Event()
@@ -143,6 +155,7 @@ class Daemon:
             ) as watcher:
                 self._embedder_thread = threading.Thread(target=self._embed_loop, name="memoryd-embedder", daemon=True)
                 self._embedder_thread.start()
+                self._start_query_service()
                 log.info("daemon_started", database=self.db.display_dsn, pid=os.getpid())
                 self._loop(watcher, lock, started)
             if self.failure is not None:
@@ -153,6 +166,8 @@ class Daemon:
         finally:
             self.notifier.stopping()
             self.stop()
+            if self.query_service is not None:
+                self.query_service.stop()
             if self._embedder_thread is not None:
                 self._embedder_thread.join()
             lock.release()
@@ -209,6 +224,30 @@ class Daemon:
             f" {data['pending_embeddings']} pending embeddings"
         )
 
+    # -- query service ---------------------------------------------------------------
+
+    def _start_query_service(self) -> None:
+        """Answer searches on the Unix socket with this daemon's database and model; a failure only warns."""
+        if not self.config.service.enabled:
+            return
+        memory = LocalMemory(
+            self.config,
+            self.db,
+            embedder=self._query_embedder,
+            via="service",
+            retry=RetryPolicy(deadline_s=QUERY_DB_DEADLINE_S),
+        )
+        service = QueryService(memory, socket_path(self.config), model_ready=self.embedder_ready)
+        if service.start():
+            self.query_service = service
+
+    def _query_embedder(self) -> Any:
+        """The daemon's own model, once loaded: a search never loads a second copy."""
+        if not self.embedder_ready.wait(QUERY_MODEL_WAIT_S) or self.embedder is None:
+            reason = f"the embedder failed: {self.failure}" if self.failure else "the model is still loading"
+            raise DatabaseUnavailable(f"{reason}; text search (mode text) works meanwhile")
+        return self.embedder
+
     # -- embedder thread -----------------------------------------------------------
 
     def _load_embedder(self) -> Any:
@@ -220,7 +259,7 @@ class Daemon:
         from memoryd.embed import embed_pending
 
         try:
-            embedder = self._embedder_factory()
+            embedder = self.embedder = self._embedder_factory()
             self.embedder_ready.set()
             while not self.stopping:
                 self._embed_wanted.wait(timeout=30.0)

@@ -18,6 +18,7 @@ import copy
 import functools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,7 +132,15 @@ class Embedder:
     models that cannot search each other.
     """
 
-    def __init__(self, config: EmbeddingConfig, *, probe_min_cosine: float = PROBE_MIN_COSINE) -> None:
+    def __init__(
+        self, config: EmbeddingConfig, *, probe_min_cosine: float = PROBE_MIN_COSINE, verify_cached: bool = True
+    ) -> None:
+        """Load the model and choose its precision.
+
+        ``verify_cached=False`` trusts a remembered ``auto`` decision without
+        probing it again: a one-shot search embeds one query, and the probe
+        would cost more than the search (the daemon and ``embed`` verify).
+        """
         self.config = config
         self.name = config.model
         path = resolve_model_path(config.model)
@@ -161,7 +170,9 @@ class Embedder:
         self.probe_cosine = 1.0
         self.candidates: dict[str, dict[str, Any]] = {}
         self._backend: _Backend = _TorchBackend(self.model, self.device)
-        self._choose_precision(path, probe_min_cosine)
+        self._query_lock = threading.Lock()
+        self._query_tokenizer: Any = None
+        self._choose_precision(path, probe_min_cosine, verify_cached)
         log.info(
             "model_loaded",
             model=self.name,
@@ -209,11 +220,24 @@ class Embedder:
         self.encode_calls += 1
         return self._encode_with(self._backend, texts)
 
-    def _encode_with(self, backend: _Backend, texts: Sequence[str]) -> Vectors:
+    def encode_queries(self, texts: list[str]) -> Vectors:
+        """:meth:`encode` for search queries, safe beside an ingest thread encoding at the same time.
+
+        A fast tokenizer is one Rust object that refuses concurrent use
+        ("Already borrowed"); queries get a copy of their own, and one query
+        at a time (they take milliseconds).  The model itself is shared.
+        """
+        with self._query_lock:
+            if self._query_tokenizer is None:
+                self._query_tokenizer = copy.deepcopy(self.tokenizer)
+            return self._encode_with(self._backend, texts, self._query_tokenizer)
+
+    def _encode_with(self, backend: _Backend, texts: Sequence[str], tokenizer: Any = None) -> Vectors:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        ids: list[list[int]] = self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens, verbose=False)[
+        tokenizer = tokenizer or self.tokenizer
+        ids: list[list[int]] = tokenizer(list(texts), truncation=True, max_length=self.max_tokens, verbose=False)[
             "input_ids"
         ]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
@@ -231,7 +255,7 @@ class Embedder:
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
-    def _choose_precision(self, path: Path, min_cosine: float) -> None:
+    def _choose_precision(self, path: Path, min_cosine: float, verify_cached: bool) -> None:
         """Probe the candidates against fp32; keep the fastest one whose mean cosine is at least ``min_cosine``.
 
         On a CPU, ``auto`` times the candidates on the probe once per machine,
@@ -256,6 +280,10 @@ class Embedder:
             self.candidates.update(remembered["candidates"])
             candidates = [p for p in candidates if p == remembered["precision"]]
             if not candidates:  # fp32 was the fastest
+                return
+            if not verify_cached:
+                self.precision, self._backend = candidates[0], self._make_backend(candidates[0], path)
+                self.probe_cosine = float(self.candidates.get(candidates[0], {}).get("mean_cosine", 1.0))
                 return
         timed = decision is not None and remembered is None
         probe = list(PROBE_TEXTS)

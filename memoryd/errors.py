@@ -53,3 +53,15 @@ class Cancelled(MemorydError):
 
 class AlreadyRunning(MemorydError):
     """Another memoryd daemon already watches this database."""
+
+
+class InvalidRequest(MemorydError, ValueError):
+    """A question to the memory that cannot be answered as asked (a bad k, mode, filter or id)."""
+
+
+class NotFound(MemorydError):
+    """The conversation or hit asked for is not in the memory."""
+
+
+class ServiceError(MemorydError):
+    """The query service answered with an error, or stopped answering mid-request."""

@@ -7,7 +7,7 @@
 - ``text``: PostgreSQL full-text search over whole messages and summaries,
   stemmed as both English and French with accents folded (see
   ``sql/002_fulltext.sql``).  Score: ``ts_rank``.
-- ``hybrid``: both candidate lists, each about ``max(40, 4k)`` long, fused by
+- ``hybrid``: both candidate lists, each ``max(CANDIDATES, k)`` texts long, fused by
   reciprocal rank fusion.  Score: ``Σ 1 / (60 + rank)`` over the lists the hit
   is in; the rank in each list is kept on the hit.  The vector list finds
   paraphrases, the text list the exact rare word (a code, a surname) that an
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 Mode = Literal["vector", "text", "hybrid"]
 MODES: tuple[Mode, ...] = ("vector", "text", "hybrid")
+KINDS = ("message", "summary")
 
 SNIPPET_CHARS = 240
 # Reciprocal rank fusion's constant (Cormack et al. 2009): large enough that
@@ -63,6 +64,12 @@ RRF_K = 60
 # (bench/search.py).
 MIN_EF_SEARCH = 100
 MAX_EF_SEARCH = 1000  # pgvector's limit
+# Texts in each candidate list (``max(CANDIDATES, k)``).  The same for every
+# k up to it, so a larger k only extends the ranking: with lists sized by k,
+# `--k 25` changed the top 10 of 822 of 1,536 real queries against `--k 10`.
+# The vector scan starts at twice as many chunks, which costs no more than
+# fewer would: the HNSW candidate list is MIN_EF_SEARCH long anyway.
+CANDIDATES = 50
 # Chunks scanned at most when a few long texts crowd the vector candidates.
 MAX_VECTOR_CANDIDATES = 10_000
 # A slug or date filter selecting at most this many chunks is searched
@@ -86,21 +93,52 @@ HEADLINE_CHARS = 20_000
 
 @dataclass(frozen=True, slots=True)
 class SearchFilters:
+    """What a search may return; an empty field does not filter.
+
+    ``slugs`` and ``slug_prefix`` together select one group of conversations
+    (a slug listed, or one starting with the prefix).  ``since``/``until``
+    (inclusive) apply to a message's own day when its timestamp has one
+    (``messages.day``, sql/004_message_day.sql), else to its conversation's
+    date; summaries always take their conversation's date.  A role only
+    exists on messages and a level only on summaries: roles alone select
+    messages, levels alone summaries, both select either.
+    """
+
     slugs: tuple[str, ...] = ()
-    role: str | None = None
-    level: int | None = None
+    slug_prefix: str | None = None
+    roles: tuple[str, ...] = ()
+    levels: tuple[int, ...] = ()
     since: date | None = None
     until: date | None = None
-    kind: str | None = None  # "message" | "summary" | None for both
+    kinds: tuple[str, ...] = ()  # "message" and/or "summary"; empty for both
+
+    def __post_init__(self) -> None:
+        unknown = set(self.kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {', '.join(sorted(unknown))}")
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError(f"since ({self.since}) is after until ({self.until})")
+        if not (self.includes_messages or self.includes_summaries):
+            raise ValueError(
+                f"these filters exclude every text: roles apply to messages and levels to summaries,"
+                f" but kinds is {', '.join(self.kinds)}"
+            )
 
     @property
-    def effective_kind(self) -> str | None:
-        """A role only exists on messages, a level only on summaries."""
-        if self.role is not None:
-            return "message"
-        if self.level is not None:
-            return "summary"
-        return self.kind
+    def includes_messages(self) -> bool:
+        return (not self.kinds or "message" in self.kinds) and (bool(self.roles) or not self.levels)
+
+    @property
+    def includes_summaries(self) -> bool:
+        return (not self.kinds or "summary" in self.kinds) and (bool(self.levels) or not self.roles)
+
+    @property
+    def selects_conversations(self) -> bool:
+        return bool(self.slugs) or self.slug_prefix is not None
+
+    @property
+    def dated(self) -> bool:
+        return self.since is not None or self.until is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +227,11 @@ def search_query(
     if k < 1:
         raise ValueError("k must be >= 1")
     filters = filters or SearchFilters()
-    candidates = max(40, 4 * k)
+    candidates = max(CANDIDATES, k)
     lists: dict[str, list[Candidate]] = {}
     words: TextQuery | None = None
     if mode in ("vector", "hybrid"):
-        lists["vector"] = vector_candidates(conn, query, filters, candidates=candidates, k=k)
+        lists["vector"] = vector_candidates(conn, query, filters, texts=candidates)
     if mode in ("text", "hybrid"):
         words = text_query(conn, query.text)
         # Common words only: in hybrid mode, meaning ranks those texts better, and far cheaper.
@@ -231,41 +269,73 @@ def _chunk_of(c: Candidate) -> tuple[int, int] | None:
 # --- vector -------------------------------------------------------------------
 
 
+def _conversation_set(filters: SearchFilters, params: dict[str, Any]) -> sql.Composable | None:
+    """The ids of the conversations the slug filters select, as a sub-select (None: every conversation)."""
+    if not filters.selects_conversations:
+        return None
+    params["slugs"] = list(filters.slugs)
+    params["slug_prefix"] = filters.slug_prefix
+    return sql.SQL("SELECT id FROM conversations WHERE slug = ANY(%(slugs)s) OR starts_with(slug, %(slug_prefix)s)")
+
+
 def _conversation_conditions(
     filters: SearchFilters, column: sql.Composable
 ) -> tuple[list[sql.Composable], dict[str, Any]]:
-    """Slug and date filters as per-row conditions on a conversation id column.
+    """The slug filters as a per-row condition on a conversation id column.
 
-    Scalar sub-selects, not joins: in the vector scan they stay filters of the
-    HNSW index scan instead of turning into joins that would lose its order.
+    A scalar array, not a join: in the vector scan it stays a filter of the
+    HNSW index scan instead of turning into a join that would lose its order.
     """
-    conditions: list[sql.Composable] = []
     params: dict[str, Any] = {}
-    if filters.slugs:
-        conditions.append(
-            sql.SQL("{col} = ANY(ARRAY(SELECT id FROM conversations WHERE slug = ANY(%(slugs)s)))").format(col=column)
-        )
-        params["slugs"] = list(filters.slugs)
-    if filters.since is not None:
-        conditions.append(
-            sql.SQL("(SELECT c.created_date FROM conversations AS c WHERE c.id = {col}) >= %(since)s").format(
-                col=column
-            )
-        )
-        params["since"] = filters.since
-    if filters.until is not None:
-        conditions.append(
-            sql.SQL("(SELECT c.created_date FROM conversations AS c WHERE c.id = {col}) <= %(until)s").format(
-                col=column
-            )
-        )
-        params["until"] = filters.until
-    return conditions, params
+    selected = _conversation_set(filters, params)
+    if selected is None:
+        return [], params
+    return [sql.SQL("{col} = ANY(ARRAY({selected}))").format(col=column, selected=selected)], params
 
 
+# A day within the --since/--until range (either may be absent).
+_IN_DAY_RANGE = sql.SQL(
+    "BETWEEN COALESCE(%(since)s::date, '-infinity'::date) AND COALESCE(%(until)s::date, 'infinity'::date)"
+)
+# A chunk's day: its message's own day, else its conversation's date.
+_CHUNK_DAY = sql.SQL(
+    "COALESCE((SELECT m.day FROM messages AS m WHERE m.id = e.message_id),"
+    " (SELECT c.created_date FROM conversations AS c WHERE c.id = e.conversation_id))"
+)
 # A chunk's role or summary level, checked row by row: one primary-key lookup each.
-_CHUNK_ROLE_IS = sql.SQL("(SELECT m.role FROM messages AS m WHERE m.id = e.message_id) = %(role)s")
-_CHUNK_LEVEL_IS = sql.SQL("(SELECT s.level FROM summaries AS s WHERE s.id = e.summary_id) = %(level)s")
+_CHUNK_ROLE_IS = sql.SQL("(SELECT m.role FROM messages AS m WHERE m.id = e.message_id) = ANY(%(roles)s)")
+_CHUNK_LEVEL_IS = sql.SQL("(SELECT s.level FROM summaries AS s WHERE s.id = e.summary_id) = ANY(%(levels)s)")
+
+
+def _date_params(filters: SearchFilters, params: dict[str, Any]) -> None:
+    params["since"] = filters.since
+    params["until"] = filters.until
+
+
+def _chunk_kind_condition(
+    filters: SearchFilters, params: dict[str, Any], role: sql.Composable, level: sql.Composable
+) -> sql.Composable | None:
+    """Which messages and summaries a chunk may come from (roles, levels, kinds), or None for all.
+
+    A single kind without roles or levels is ``e.ref_type = %(kind)s``; a role
+    or level already implies the kind, and saying it again would let the
+    planner prefer the (ref_type, ...) B-tree to the HNSW index.
+    """
+    if filters.roles:
+        params["roles"] = list(filters.roles)
+    if filters.levels:
+        params["levels"] = list(filters.levels)
+    parts: list[sql.Composable] = []
+    if filters.includes_messages:
+        parts.append(role if filters.roles else sql.SQL("e.ref_type = 'message'"))
+    if filters.includes_summaries:
+        parts.append(level if filters.levels else sql.SQL("e.ref_type = 'summary'"))
+    if len(parts) == 2 and not filters.roles and not filters.levels:
+        return None
+    if len(parts) == 1 and not filters.roles and not filters.levels:
+        params["kind"] = "message" if filters.includes_messages else "summary"
+        return sql.SQL("e.ref_type = %(kind)s")
+    return parts[0] if len(parts) == 1 else sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
 
 
 def _nearest_query(model: str, dim: int, filters: SearchFilters, *, exact: bool) -> tuple[sql.Composed, dict[str, Any]]:
@@ -288,16 +358,12 @@ def _nearest_query(model: str, dim: int, filters: SearchFilters, *, exact: bool)
         conversation, extra = _conversation_conditions(filters, sql.SQL("e.conversation_id"))
         conditions.extend(conversation)
         params.update(extra)
-        if filters.role is not None:
-            conditions.append(_CHUNK_ROLE_IS)
-        if filters.level is not None:
-            conditions.append(_CHUNK_LEVEL_IS)
-    params.update(role=filters.role, level=filters.level)
-    # A role or level already implies the kind; saying it again would let the
-    # planner prefer the (ref_type, ...) B-tree to the HNSW index.
-    if filters.kind is not None and filters.role is None and filters.level is None:
-        conditions.append(sql.SQL("e.ref_type = %(kind)s"))
-        params["kind"] = filters.kind
+        if filters.dated:
+            conditions.append(_CHUNK_DAY + sql.SQL(" ") + _IN_DAY_RANGE)
+            _date_params(filters, params)
+        kind = _chunk_kind_condition(filters, params, _CHUNK_ROLE_IS, _CHUNK_LEVEL_IS)
+        if kind is not None:
+            conditions.append(kind)
     distance = vector_distance(dim, sql.Placeholder("query"), "e")
     select = sql.SQL(
         "SELECT e.ref_type, COALESCE(e.message_id, e.summary_id) AS ref_id, e.chunk_start, e.chunk_end,"
@@ -324,45 +390,50 @@ def _nearest_query(model: str, dim: int, filters: SearchFilters, *, exact: bool)
 def _exact_conditions(filters: SearchFilters, params: dict[str, Any]) -> list[sql.Composable]:
     """The filters as conditions the B-tree indexes of ``embeddings`` can serve.
 
-    Conversations (slugs, dates) select chunks by ``conversation_id``.  A role
-    or level is then a per-row check of the few chunks left; without a
-    conversation filter, it selects its messages or summaries first, by id.
+    Conversations (slugs; for dates, those dated in the range or holding a
+    message of a day in it) select chunks by ``conversation_id``.  A role,
+    level or day is then a per-row check of the few chunks left; without a
+    conversation filter, a role or level selects its messages or summaries
+    first, by id.
     """
-    conversation: list[sql.Composable] = []
-    if filters.slugs:
-        conversation.append(sql.SQL("c.slug = ANY(%(slugs)s)"))
-        params["slugs"] = list(filters.slugs)
-    if filters.since is not None:
-        conversation.append(sql.SQL("c.created_date >= %(since)s"))
-        params["since"] = filters.since
-    if filters.until is not None:
-        conversation.append(sql.SQL("c.created_date <= %(until)s"))
-        params["until"] = filters.until
-    conditions: list[sql.Composable] = []
-    if conversation:
-        conditions.append(
-            sql.SQL("e.conversation_id = ANY(ARRAY(SELECT c.id FROM conversations AS c WHERE {}))").format(
-                sql.SQL(" AND ").join(conversation)
-            )
-        )
-        role = _CHUNK_ROLE_IS
-        level = _CHUNK_LEVEL_IS
+    conditions = _exact_conversation_conditions(filters, params)
+    if conditions:
+        role, level = _CHUNK_ROLE_IS, _CHUNK_LEVEL_IS
     else:
-        role = sql.SQL("e.message_id = ANY(ARRAY(SELECT m.id FROM messages AS m WHERE m.role = %(role)s))")
-        level = sql.SQL("e.summary_id = ANY(ARRAY(SELECT s.id FROM summaries AS s WHERE s.level = %(level)s))")
-    if filters.role is not None:
-        conditions.append(role)
-    if filters.level is not None:
-        conditions.append(level)
+        role = sql.SQL("e.message_id = ANY(ARRAY(SELECT m.id FROM messages AS m WHERE m.role = ANY(%(roles)s)))")
+        level = sql.SQL("e.summary_id = ANY(ARRAY(SELECT s.id FROM summaries AS s WHERE s.level = ANY(%(levels)s)))")
+    if filters.dated:
+        conditions.append(_CHUNK_DAY + sql.SQL(" ") + _IN_DAY_RANGE)
+    kind = _chunk_kind_condition(filters, params, role, level)
+    if kind is not None:
+        conditions.append(kind)
+    return conditions
+
+
+def _exact_conversation_conditions(filters: SearchFilters, params: dict[str, Any]) -> list[sql.Composable]:
+    """The conversations whose chunks the slug and date filters may keep, by ``e.conversation_id``."""
+    conditions: list[sql.Composable] = []
+    selected = _conversation_set(filters, params)
+    if selected is not None:
+        conditions.append(sql.SQL("e.conversation_id = ANY(ARRAY({}))").format(selected))
+    if filters.dated:
+        _date_params(filters, params)
+        conditions.append(
+            sql.SQL(
+                "e.conversation_id = ANY(ARRAY("
+                "SELECT c.id FROM conversations AS c WHERE c.created_date {range}"
+                " UNION SELECT m.conversation_id FROM messages AS m WHERE m.day {range}))"
+            ).format(range=_IN_DAY_RANGE)
+        )
     return conditions
 
 
 def selects_few_chunks(conn: psycopg.Connection[Any], filters: SearchFilters) -> bool:
     """Whether the slug and date filters leave at most EXACT_MAX_CHUNKS chunks (counted, up to one more)."""
-    if not filters.slugs and filters.since is None and filters.until is None:
-        return False
     params: dict[str, Any] = {"cap": EXACT_MAX_CHUNKS + 1}
-    conditions = _exact_conditions(SearchFilters(filters.slugs, since=filters.since, until=filters.until), params)
+    conditions = _exact_conversation_conditions(filters, params)
+    if not conditions:
+        return False
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM (SELECT FROM embeddings AS e WHERE {} LIMIT %(cap)s) AS n").format(
             sql.SQL(" AND ").join(conditions)
@@ -393,28 +464,30 @@ def _filtered(filters: SearchFilters) -> bool:
 
 
 def vector_candidates(
-    conn: psycopg.Connection[Any], query: SearchQuery, filters: SearchFilters, *, candidates: int, k: int
+    conn: psycopg.Connection[Any], query: SearchQuery, filters: SearchFilters, *, texts: int
 ) -> list[Candidate]:
-    """Messages and summaries by their closest chunk, closest first.
+    """The ``texts`` messages and summaries with the closest chunks, closest first.
 
-    ``candidates`` chunks are scanned; when they merge into fewer than ``k``
-    texts (one long message can fill the list with its chunks) and more
-    chunks exist, the scan is repeated four times longer.  A filtered index
-    scan that ends short is done again exactly (see the module's docstring).
+    Twice as many chunks are scanned; when they merge into fewer texts (one
+    long message can fill the list with its chunks) and more chunks exist,
+    the scan is repeated four times longer.  A filtered index scan that ends
+    short is done again exactly (see the module's docstring).
     """
     exact = selects_few_chunks(conn, filters)
+    chunks = 2 * texts
     while True:
-        sql_query, params = _prepare_vector(conn, query, filters, candidates, exact=exact)
+        sql_query, params = _prepare_vector(conn, query, filters, chunks, exact=exact)
         rows = conn.execute(sql_query, params).fetchall()
         scanned = int(rows[0][5]) if rows else 0
-        if len(rows) < k and scanned < candidates and not exact and _filtered(filters):
+        if len(rows) < texts and scanned < chunks and not exact and _filtered(filters):
             exact = True  # the index scan may have given up (hnsw.max_scan_tuples): ask exactly
             continue
-        if len(rows) >= k or scanned < candidates or candidates >= MAX_VECTOR_CANDIDATES:
+        if len(rows) >= texts or scanned < chunks or chunks >= MAX_VECTOR_CANDIDATES:
             return [
-                Candidate(kind, int(ref_id), float(score), start, end) for kind, ref_id, score, start, end, _ in rows
+                Candidate(kind, int(ref_id), float(score), start, end)
+                for kind, ref_id, score, start, end, _ in rows[:texts]
             ]
-        candidates = min(MAX_VECTOR_CANDIDATES, candidates * 4)
+        chunks = min(MAX_VECTOR_CANDIDATES, chunks * 4)
 
 
 def explain(
@@ -431,7 +504,7 @@ def explain_query(
     """:func:`explain` with the query already embedded."""
     filters = filters or SearchFilters()
     exact = selects_few_chunks(conn, filters)
-    sql_query, params = _prepare_vector(conn, query, filters, max(40, 4 * k), exact=exact)
+    sql_query, params = _prepare_vector(conn, query, filters, 2 * max(CANDIDATES, k), exact=exact)
     rows = conn.execute(sql.SQL("EXPLAIN ") + sql_query, params).fetchall()
     return "\n".join(row[0] for row in rows)
 
@@ -525,20 +598,30 @@ def text_candidates(
     else:
         match = sql.SQL("(plainto_tsquery('memoryd_en', %(text)s) || plainto_tsquery('memoryd_fr', %(text)s))")
     parts: list[sql.Composable] = []
-    kind = filters.effective_kind
     for part_kind, table in (("message", "messages"), ("summary", "summaries")):
-        if kind not in (None, part_kind):
+        if not (filters.includes_messages if part_kind == "message" else filters.includes_summaries):
             continue
         alias = sql.Identifier(table[0])
         conditions, extra = _conversation_conditions(filters, sql.SQL("{}.conversation_id").format(alias))
         params.update(extra)
         conditions.insert(0, sql.SQL("{}.tsv @@ {}").format(alias, match))
-        if part_kind == "message" and filters.role is not None:
-            conditions.append(sql.SQL("m.role = %(role)s"))
-            params["role"] = filters.role
-        if part_kind == "summary" and filters.level is not None:
-            conditions.append(sql.SQL("s.level = %(level)s"))
-            params["level"] = filters.level
+        if part_kind == "message" and filters.roles:
+            conditions.append(sql.SQL("m.role = ANY(%(roles)s)"))
+            params["roles"] = list(filters.roles)
+        if part_kind == "summary" and filters.levels:
+            conditions.append(sql.SQL("s.level = ANY(%(levels)s)"))
+            params["levels"] = list(filters.levels)
+        if filters.dated:
+            conversation_date = sql.SQL(
+                "(SELECT c.created_date FROM conversations AS c WHERE c.id = {}.conversation_id)"
+            ).format(alias)
+            day = (
+                sql.SQL("COALESCE(m.day, {})").format(conversation_date)
+                if part_kind == "message"
+                else conversation_date
+            )
+            conditions.append(day + sql.SQL(" ") + _IN_DAY_RANGE)
+            _date_params(filters, params)
         parts.append(
             sql.SQL(
                 "SELECT {kind} AS kind, x.id, ts_rank(x.tsv, %(rank_q)s::tsquery, 1) AS rank FROM"

@@ -33,8 +33,8 @@ from tests.conftest import TEMPLATE_DB, write_conversation, write_summaries
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 300
 HIT_FIELDS = {
-    *("score", "kind", "slug", "title", "created_date", "role", "level", "seq", "ref_id", "snippet"),
-    *("vector_rank", "text_rank"),
+    *("id", "kind", "slug", "title", "date", "seq", "level", "role", "ts", "score", "text", "snippet"),
+    *("truncated", "context", "vector_rank", "text_rank"),
 }
 CONFIG_TOML = """\
 [paths]
@@ -247,7 +247,7 @@ def test_ingest_embed_search_finds_the_firewall_conversation(indexed: Indexed) -
     best = hits[0]
     assert best["slug"] == FIREWALL
     assert best["title"] == "Configuring a firewall"
-    assert best["created_date"] == "2025-06-02"
+    assert best["date"] == "2025-06-02"
     assert best["kind"] in ("message", "summary")
     scores = [hit["score"] for hit in hits]
     assert scores == sorted(scores, reverse=True)
@@ -263,8 +263,10 @@ def test_ingest_embed_search_finds_the_firewall_conversation(indexed: Indexed) -
             assert hit["role"] is None
             assert hit["level"] == 1
             assert hit["seq"] == 0  # a summary's first covered message
-        assert isinstance(hit["ref_id"], int)
+        assert hit["id"].startswith(hit["kind"] + ":")
         assert hit["snippet"]
+        assert hit["text"]
+        assert set(hit["context"]) == {"before", "after", "summaries", "covered"}
 
 
 def test_status_json_counts_match(indexed: Indexed) -> None:

@@ -179,7 +179,7 @@ def test_empty_dsn_means_embedded(tmp_path: Path, text: str, environ: dict[str, 
     [
         (
             "[wacth]\ndebounce_ms = 1\n",
-            "unknown configuration section(s): wacth (known: paths, database, embedding, watch, log)",
+            "unknown configuration section(s): wacth (known: paths, database, embedding, watch, log, service)",
         ),
         (
             "[watch]\ndebounce = 500\n",

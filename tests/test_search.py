@@ -115,15 +115,15 @@ def test_results_carry_context_and_are_ordered(db: Database, embedder: Embedder)
 @pytest.mark.usefixtures("corpus")
 def test_filters(db: Database, embedder: Embedder) -> None:
     """--role, --level, --slug, --since/--until and --kind restrict results and still fill k."""
-    by_role = db.run(search, embedder, "firewall", k=3, filters=SearchFilters(role="user"))
+    by_role = db.run(search, embedder, "firewall", k=3, filters=SearchFilters(roles=("user",)))
     assert len(by_role) == 3 and {h.role for h in by_role} == {"user"}
-    by_level = db.run(search, embedder, "firewall", k=5, filters=SearchFilters(level=2))
+    by_level = db.run(search, embedder, "firewall", k=5, filters=SearchFilters(levels=(2,)))
     assert [(h.kind, h.level) for h in by_level] == [("summary", 2)]
     by_slug = db.run(search, embedder, "firewall", k=5, filters=SearchFilters(slugs=("2025-08-20__bread",)))
     assert len(by_slug) == 2 and {h.slug for h in by_slug} == {"2025-08-20__bread"}
     window = SearchFilters(since=date(2025, 4, 1), until=date(2025, 6, 1))
     assert {h.slug for h in db.run(search, embedder, "bread", k=10, filters=window)} == {"2025-05-10__firewall"}
-    summaries = db.run(search, embedder, "bread", k=10, filters=SearchFilters(kind="summary"))
+    summaries = db.run(search, embedder, "bread", k=10, filters=SearchFilters(kinds=("summary",)))
     assert len(summaries) == 2 and {h.kind for h in summaries} == {"summary"}
 
 
@@ -344,13 +344,13 @@ def test_filters_fill_k_in_every_mode(db: Database, embedder: Embedder, mode: Mo
     def run(k: int, **filters: object) -> list[SearchHit]:
         return db.run(search, embedder, "kiwi", k=k, filters=SearchFilters(**filters), mode=mode)  # type: ignore[arg-type]
 
-    users = run(5, role="user")
+    users = run(5, roles=("user",))
     assert len(users) == 5 and {h.role for h in users} == {"user"}
-    level1 = run(6, level=1)
+    level1 = run(6, levels=(1,))
     assert len(level1) == 6 and {(h.kind, h.level) for h in level1} == {("summary", 1)}
-    summaries = run(9, kind="summary")
+    summaries = run(9, kinds=("summary",))
     assert len(summaries) == 9 and {h.kind for h in summaries} == {"summary"}
-    messages = run(12, kind="message")
+    messages = run(12, kinds=("message",))
     assert len(messages) == 12 and {h.kind for h in messages} == {"message"}
     one = run(7, slugs=("2025-02-10__kiwi_1",))
     assert len(one) == 7 and {h.slug for h in one} == {"2025-02-10__kiwi_1"}
@@ -373,7 +373,7 @@ def test_selective_filter_fills_k_through_the_hnsw_index(db: Database, config: C
     def forced(conn: psycopg.Connection[object], mode: Mode) -> tuple[str, list[SearchHit]]:
         # A tiny table: without these, sorting all its rows is the cheapest plan.
         conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")
-        filters = SearchFilters(role="user")
+        filters = SearchFilters(roles=("user",))
         plan = explain(conn, embedder, "kiwi vines", k=3, filters=filters)
         return plan, search(conn, embedder, "kiwi vines", k=3, filters=filters, mode=mode)
 
@@ -416,7 +416,7 @@ def test_index_scan_stopped_short_is_done_again_exactly(db: Database, config: Co
         conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")
         conn.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", (str(cap),))
         sought = SearchQuery("weather", query, model, dim)
-        filters = SearchFilters(role="user")
+        filters = SearchFilters(roles=("user",))
         plan = explain_query(conn, sought, k=3, filters=filters)
         started = len(queries_run)
         hits = search_query(conn, sought, k=3, filters=filters, mode="vector")
@@ -442,7 +442,7 @@ def test_narrow_conversation_filter_is_searched_exactly(
     db: Database, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A slug or date filter selecting few chunks skips the HNSW index; above the limit it uses it; same hits."""
-    one_day = SearchFilters(since=date(2025, 2, 10), until=date(2025, 2, 10), role="user")
+    one_day = SearchFilters(since=date(2025, 2, 10), until=date(2025, 2, 10), roles=("user",))
 
     def run(conn: psycopg.Connection[object]) -> tuple[str, list[SearchHit]]:
         conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
