@@ -264,7 +264,7 @@ def memoryd_rankings(
     with db.connection() as conn:
         for q, qv in zip(questions, query_vectors, strict=True):
             query = SearchQuery(q.text, qv, embedder.name, embedder.dim)
-            filters = SearchFilters(slugs=q.scope, kind="message")
+            filters = SearchFilters(slugs=q.scope, kinds=("message",))
             hits = search_query(conn, query, k=DEPTH, filters=filters, mode=mode)  # type: ignore[arg-type]
             out.append([(h.slug, h.seq) for h in hits if h.seq is not None])
             conn.rollback()  # each question its own transaction, as a caller's would be
