@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,7 +275,40 @@ def ranks(questions: Sequence[Question], rankings: Sequence[Sequence[Key]]) -> l
     return [rank_of_first(r, q.relevant) for q, r in zip(questions, rankings, strict=True)]
 
 
-def run(data: Path, work: Path, dsn: str | None, sweep: Callable[..., None] | None) -> None:
+def sweep(db: Database, embedder: Embedder, questions: Sequence[Question], query_vectors: Vectors) -> None:
+    """hit@k of hybrid for other weights of the text list, on the same candidate lists as search_query."""
+    from memoryd import search as s
+
+    with db.connection() as conn:
+        keys = {
+            int(i): (slug, int(seq))
+            for i, slug, seq in conn.execute(
+                "SELECT m.id, c.slug, m.seq FROM messages AS m JOIN conversations AS c ON c.id = m.conversation_id"
+            )
+        }
+        per_question: list[dict[str, list[s.Candidate]]] = []
+        for q, qv in zip(questions, query_vectors, strict=True):
+            query = SearchQuery(q.text, qv, embedder.name, embedder.dim)
+            filters = SearchFilters(slugs=q.scope, kinds=("message",))
+            words = s.text_query(conn, q.text)
+            lists = {"vector": s.vector_candidates(conn, query, filters, texts=s.CANDIDATES)}
+            lists["text"] = s.text_candidates(conn, words, filters, candidates=s.CANDIDATES) if words.selective else []
+            lists.update(s._dated_lists(conn, query, words, filters, s.CANDIDATES))
+            per_question.append(lists)
+            conn.rollback()
+    rows: dict[str, list[int | None]] = {}
+    for text_weight in (1.0, 1.5, 2.0, 3.0):
+        for dated in (False, True):
+            weights = {**s.FUSION_WEIGHTS, "text": text_weight, "text_dated": text_weight}
+            ranked = []
+            for lists in per_question:
+                kept = {n: c for n, c in lists.items() if dated or not n.endswith("_dated")}
+                ranked.append([keys[f.ref_id] for f in s.fuse(kept, weights=weights) if f.kind == "message"])
+            rows[f"text weight {text_weight}, dates {'on' if dated else 'off'}"] = ranks(questions, ranked)
+    print_table("fusion weights tried (vector weight 1, RRF k = 60)", rows)
+
+
+def run(data: Path, work: Path, dsn: str | None, with_sweep: bool) -> None:
     out = work / "realtalk"
     with timed() as t_convert:
         convert(data, out)
@@ -301,7 +334,7 @@ def run(data: Path, work: Path, dsn: str | None, sweep: Callable[..., None] | No
                     questions, memoryd_rankings(db, embedder, questions, query_vectors, mode)
                 )
             print(f"memoryd {mode}: {len(questions)} questions in {t_mode[0]:.1f} s")
-        if sweep is not None:
+        if with_sweep:
             sweep(db, embedder, questions, query_vectors)
     results["plain BM25"] = ranks(questions, bm25_rankings(questions, messages))
     fp32 = Embedder(EmbeddingConfig(precision="fp32"))
@@ -325,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     configure_logging(LogConfig(level="warning"))
     with work_folder(args.work) as work:
-        run(args.data, work, args.dsn, None)
+        run(args.data, work, args.dsn, args.sweep)
     return 0
 
 

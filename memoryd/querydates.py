@@ -8,8 +8,8 @@ a question may mention a date that is not when the answer was said.
 English and French, the forms people type: ISO ``2024-01-17``, day first
 ``17.01.2024`` / ``17/01/2024`` (month first when the day cannot be a month:
 ``01/17/2024``), ``3 Jan 2024``, ``January 14, 2024``, ``3 janvier 2024``,
-a month and year (``May 2023``, ``mai 2023``), a year (``in 2023``, ``en
-2023``), and relative ones: ``today``, ``yesterday``, ``last week``, ``last
+a month and year (``May 2023``, ``mai 2023``), a year after a preposition
+(``in 2023``, ``en 2023``; a bare ``2048`` is as often a port or a count), and relative ones: ``today``, ``yesterday``, ``last week``, ``last
 month``, ``last year``, ``last May``, ``this year`` (and their French).
 A day and month without a year ("on January 14") are taken in the year of
 ``today`` or, when that day is still to come, the year before.  Anything else
@@ -61,7 +61,8 @@ _PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         rf"\b{_MONTH}\s+{_YEAR}\b",
         rf"\b{_DAY}\s+(?:of\s+)?{_MONTH}(?!\s*,?\s*(?:19|20)\d\d)\b",
         rf"\b{_MONTH}\s+{_DAY}(?!\d)(?!\s*,?\s*(?:19|20)\d\d)\b",
-        rf"\b{_YEAR}\b",
+        # A bare number is a port or a count as often as a year: only after a preposition.
+        rf"\b(?:in|en|of|de|during|pendant|since|depuis|year|année|annee)\s+{_YEAR}\b",
     )
 )
 _LAST_MONTH_NAME = (

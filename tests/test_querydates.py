@@ -40,9 +40,11 @@ def test_dates_in_a_question(text: str, expected: list[DayRange]) -> None:
     assert day_ranges(text, TODAY) == expected
 
 
-@pytest.mark.parametrize("text", ["May I ask you something?", "port 8080 on 10.0.0.1", "version 3.11", "31.02.2024"])
+@pytest.mark.parametrize(
+    "text", ["May I ask you something?", "port 2020 on 10.0.0.1", "2048 tokens", "version 3.11", "31.02.2024"]
+)
 def test_no_date_where_none_is_meant(text: str) -> None:
-    """A modal verb, an address, a version or an impossible day gives no range."""
+    """A modal verb, a port, a count, an address, a version or an impossible day gives no range."""
     assert day_ranges(text, TODAY) == []
 
 
