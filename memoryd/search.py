@@ -8,11 +8,16 @@
   stemmed as both English and French with accents folded (see
   ``sql/002_fulltext.sql``).  Score: ``ts_rank``.
 - ``hybrid``: both candidate lists, each ``max(CANDIDATES, k)`` texts long, fused by
-  reciprocal rank fusion.  Score: ``Σ 1 / (60 + rank)`` over the lists the hit
-  is in; the rank in each list is kept on the hit.  The vector list finds
-  paraphrases, the text list the exact rare word (a code, a surname) that an
-  embedding blurs; a query whose words are all common (see
-  ``TEXT_COMMON_ROWS``) has no text list.
+  weighted reciprocal rank fusion.  Score: ``Σ weight / (60 + rank)`` over the
+  lists the hit is in (FUSION_WEIGHTS: the text list counts twice); the rank
+  in each list is kept on the hit.  The vector list finds paraphrases, the
+  text list the exact rare word (a code, a surname) that an embedding blurs;
+  a query whose words are all common (see ``TEXT_COMMON_ROWS``) has no text
+  list.  Two more kinds of lists join the fusion: when the query names days
+  ("on 3 Jan 2024", "last May": memoryd.querydates) and no date filter is
+  set, both scans again within those days; and for each list holding
+  summaries, the messages they cover, at their summary's rank, so a summary
+  that matches lifts the turns it was written from.
 
 Filters (slug, role, summary level, dates, kind) are applied inside both
 scans.  The vector scan has two strategies:
