@@ -9,8 +9,9 @@ English and French, the forms people type: ISO ``2024-01-17``, day first
 ``17.01.2024`` / ``17/01/2024`` (month first when the day cannot be a month:
 ``01/17/2024``), ``3 Jan 2024``, ``January 14, 2024``, ``3 janvier 2024``,
 a month and year (``May 2023``, ``mai 2023``), a year after a preposition
-(``in 2023``, ``en 2023``; a bare ``2048`` is as often a port or a count), and relative ones: ``today``, ``yesterday``, ``last week``, ``last
-month``, ``last year``, ``last May``, ``this year`` (and their French).
+(``in 2023``, ``en 2023``; a bare ``2048`` is as often a port or a count),
+and relative ones: ``today``, ``yesterday``, ``last week``, ``last month``,
+``last year``, ``last May``, ``this year`` (and their French).
 A day and month without a year ("on January 14") are taken in the year of
 ``today`` or, when that day is still to come, the year before.  Anything else
 is left alone: no date is better than a wrong one.
