@@ -52,8 +52,9 @@ from bench._common import timed, tree_config
 from memoryd.config import EmbeddingConfig, LogConfig
 from memoryd.db import Database, EmbeddedServer
 from memoryd.embed import Embedder, embed_pending
+from memoryd.filters import SearchFilters
 from memoryd.log import configure_logging
-from memoryd.search import MODES, SearchFilters, SearchQuery, search_query
+from memoryd.search import MODES, SearchQuery, search_query
 from memoryd.sync import Syncer
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "retrieval-bench"

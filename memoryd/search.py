@@ -288,12 +288,14 @@ def _covered_lists(
         conditions.append(sql.SQL("m.role = ANY(%(roles)s)"))
         params["roles"] = list(filters.roles)
     if filters.dated:
-        conditions.append(sql.SQL("COALESCE(m.day, c.created_date) ") + _IN_DAY_RANGE)
+        conditions.append(
+            sql.SQL("COALESCE(m.day, (SELECT c.created_date FROM conversations AS c WHERE c.id = s.conversation_id)) ")
+            + _IN_DAY_RANGE
+        )
         _date_params(filters, params)
     rows = conn.execute(
         sql.SQL(
             "SELECT s.id, m.id FROM summaries AS s"
-            " JOIN conversations AS c ON c.id = s.conversation_id"
             " CROSS JOIN LATERAL jsonb_array_elements_text(s.covers) AS covered(seq)"
             " JOIN messages AS m ON m.conversation_id = s.conversation_id AND m.seq = covered.seq::int"
             " WHERE {} ORDER BY s.id, m.seq"

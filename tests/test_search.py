@@ -555,9 +555,15 @@ def test_a_summary_hit_lifts_the_messages_it_covers(db: Database, config: Config
     assert [(h.kind, h.seq) for h in hits] == [("summary", 2), ("message", 2)]
 
 
-def test_covered_messages_pass_the_role_filter(db: Database, config: Config) -> None:
-    """The messages a summary lifts are filtered like any candidate: a role filter keeps only that role."""
-    write_conversation(config.paths.conversations, "2025-04-02__pair", [("user", "first"), ("assistant", "second")])
+def test_covered_messages_pass_the_role_and_date_filters(db: Database, config: Config) -> None:
+    """The messages a summary lifts are filtered like any candidate: by role, and by their own day."""
+    folder = config.paths.conversations / "2025-04-02__pair"
+    folder.mkdir(parents=True)
+    (folder / "messages.jsonl").write_text(
+        '{"role": "user", "content": "first", "ts": "2025-04-02T10:00:00"}\n'
+        '{"role": "assistant", "content": "second", "ts": "2025-04-05T10:00:00"}\n',
+        encoding="utf-8",
+    )
     write_summaries(config.paths.summaries, "2025-04-02__pair", [{"level": 1, "covers": [0, 1], "content": "both"}])
     Syncer(db, config).reconcile()
     with db.connection() as conn:
@@ -567,5 +573,7 @@ def test_covered_messages_pass_the_role_filter(db: Database, config: Config) -> 
         lists = {"text": [Candidate("summary", summary_id[0], 1.0)]}
         every = search_module._covered_lists(conn, lists, SearchFilters())
         users = search_module._covered_lists(conn, lists, SearchFilters(roles=("user",)))
+        fifth = search_module._covered_lists(conn, lists, SearchFilters(since=date(2025, 4, 5)))
     assert [(c.ref_id, c.rank) for c in every["text_covered"]] == [(ids["user"], 1), (ids["assistant"], 1)]
     assert [c.ref_id for c in users["text_covered"]] == [ids["user"]]
+    assert [c.ref_id for c in fifth["text_covered"]] == [ids["assistant"]]
