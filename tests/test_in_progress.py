@@ -11,7 +11,7 @@ from memoryd import store
 from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.errors import ParseError
-from memoryd.parse import parse_conversation
+from memoryd.formats import parse_conversation
 from memoryd.sync import Syncer
 
 LINES = [json.dumps({"role": "user", "content": f"message {n}"}) for n in range(3)]
