@@ -340,7 +340,8 @@ def test_ingest_with_a_broken_file_exits_1_and_counts_it(cli: Cli) -> None:
     write_conversation(cli.conversations, "2025-01-01__good", [("user", "fine"), ("assistant", "yes")])
     broken = cli.conversations / "2025-01-02__broken"
     broken.mkdir()
-    (broken / "messages.jsonl").write_text('{"role": "user", "content": "cut', encoding="utf-8")
+    # Cut, then a newline: broken for good (without the newline the line is still being written, not an error).
+    (broken / "messages.jsonl").write_text('{"role": "user", "content": "cut\n', encoding="utf-8")
     for _ in range(2):  # the second run re-reads nothing, yet the error still stands
         result = cli.run("ingest")
         assert result.returncode == 1, result.stderr
