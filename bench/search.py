@@ -65,7 +65,7 @@ from memoryd.search import (
     search_query,
     selects_few_chunks,
 )
-from memoryd.store import ensure_vector_index, hnsw_index_name
+from memoryd.vectors import ensure_vector_index, hnsw_index_name
 
 BASE_SENTENCES = 4_000
 NEIGHBOURS = 30

@@ -44,6 +44,9 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from memoryd.vectors import distance as vector_distance
+from memoryd.vectors import model_predicate
+
 if TYPE_CHECKING:
     from memoryd.embed import Embedder
 
@@ -56,7 +59,7 @@ SNIPPET_CHARS = 240
 # being first in one list is not worth much more than being third in both.
 RRF_K = 60
 # The HNSW candidate list (hnsw.ef_search) is never shorter than this.  At
-# 200,000 chunks, with the index of store.ensure_vector_index, 100 gives a
+# 200,000 chunks, with the index of vectors.ensure_vector_index, 100 gives a
 # recall@10 of 0.99 against exact search in about 4 ms, 40 only 0.97
 # (bench/search.py).
 MIN_EF_SEARCH = 100
@@ -348,7 +351,7 @@ def _nearest_query(model: str, dim: int, filters: SearchFilters, *, exact: bool)
     so the caller can tell a short list from an exhausted one.
     """
     params: dict[str, Any] = {}
-    conditions: list[sql.Composable] = [sql.SQL("e.model = {}").format(sql.Literal(model))]
+    conditions: list[sql.Composable] = [model_predicate(model, "e")]
     if exact:
         conditions.extend(_exact_conditions(filters, params))
     else:
@@ -361,7 +364,7 @@ def _nearest_query(model: str, dim: int, filters: SearchFilters, *, exact: bool)
         kind = _chunk_kind_condition(filters, params, _CHUNK_ROLE_IS, _CHUNK_LEVEL_IS)
         if kind is not None:
             conditions.append(kind)
-    distance = sql.SQL("(e.vector::vector({dim})) <=> %(query)s::vector({dim})").format(dim=sql.Literal(dim))
+    distance = vector_distance(dim, sql.Placeholder("query"), "e")
     select = sql.SQL(
         "SELECT e.ref_type, COALESCE(e.message_id, e.summary_id) AS ref_id, e.chunk_start, e.chunk_end,"
         " {distance} AS distance FROM embeddings AS e WHERE {conditions}"
