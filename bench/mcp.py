@@ -1,0 +1,159 @@
+"""The MCP search tool: call latency at 200,000 chunks, against ``Memory.search`` in the same run.
+
+Target (issue 9): MCP search tool call p95 ≤ 50 ms at 200,000 chunks.
+
+The data is bench/search.py's: chunks made from 4,000 real sentences encoded
+with the real model, loaded with binary COPY, then the full-text and HNSW
+indexes built and the tables analysed.  Queries are held-out sentences.
+
+Baseline: ``Memory.search`` in this process (in-process, model loaded and
+warm), hybrid mode, k = 10, context = 2: what a Python caller gets.
+Measured: the ``search`` tool of a real ``memoryd mcp --in-process``
+subprocess, called with the same queries and options through the ``mcp``
+client over stdio, timed on the client side from request to parsed result
+(JSON-RPC framing, argument validation, the same ``Memory.search``, the
+hits as JSON).  Both are warmed up first (the model loads at the first
+search).  The figures are p50/p95 over the queries, and the ratio of the
+p95s.
+
+    .venv/bin/python -m bench.mcp [--chunks 200000] [--queries 200] [--cache sentences.npy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import numpy as np
+import psycopg
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from pgvector.psycopg import register_vector
+
+from bench._common import fresh_database, percentile, server_dsn, timed, tree_config
+from bench.search import BASE_SENTENCES, distinct_sentences, load, make_chunks
+from memoryd.api import Memory
+from memoryd.config import EmbeddingConfig, LogConfig
+from memoryd.db import apply_migrations
+from memoryd.embed import Embedder
+from memoryd.log import configure_logging
+from memoryd.vectors import ensure_vector_index
+
+K = 10
+CONTEXT = 2
+WARM_UP = 5
+CONFIG_TOML = """\
+[paths]
+conversations = "conversations"
+summaries = "summaries"
+
+[database]
+dsn = "{dsn}"
+
+[service]
+enabled = false
+
+[log]
+level = "warning"
+"""
+
+
+def populate(dsn: str, base: list[str], chunks: int, seed: int, cache: Path | None, embedder: Embedder) -> None:
+    """bench/search.py's tree of ``chunks`` chunks made from the ``base`` sentences, indexed and analysed."""
+    if cache is not None and cache.exists():
+        vectors = np.load(cache)
+    else:
+        vectors = embedder.encode(base)
+        if cache is not None:
+            np.save(cache, vectors)
+    texts, chunk_vectors = make_chunks(base, vectors, chunks, seed)
+    with psycopg.connect(dsn) as conn:
+        apply_migrations(conn)
+        register_vector(conn)
+        gin = [
+            row[0]
+            for row in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname IN ('messages_tsv', 'summaries_tsv')"
+            )
+        ]
+        conn.execute("DROP INDEX messages_tsv, summaries_tsv")  # built once after the load, not row by row
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        load(conn, texts, chunk_vectors, embedder.name, seed)
+        for indexdef in gin:
+            conn.execute(indexdef)
+        ensure_vector_index(conn, embedder.name, embedder.dim)
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE")
+
+
+def time_memory(memory: Memory, queries: list[str]) -> list[float]:
+    for query in queries[:WARM_UP]:
+        memory.search(query, k=K, context=CONTEXT)
+    latencies: list[float] = []
+    for query in queries:
+        started = time.perf_counter()
+        hits = memory.search(query, k=K, context=CONTEXT)
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert hits, query
+    return latencies
+
+
+async def time_mcp(config_path: Path, queries: list[str]) -> list[float]:
+    memoryd = Path(sys.executable).with_name("memoryd")
+    params = StdioServerParameters(command=str(memoryd), args=["--config", str(config_path), "mcp", "--in-process"])
+    latencies: list[float] = []
+    async with Client(stdio_client(params), read_timeout_seconds=300) as client:
+        for query in queries[:WARM_UP]:
+            await client.call_tool("search", {"query": query, "k": K, "context": CONTEXT})
+        for query in queries:
+            started = time.perf_counter()
+            result = await client.call_tool("search", {"query": query, "k": K, "context": CONTEXT})
+            latencies.append((time.perf_counter() - started) * 1000)
+            assert not result.is_error and result.structured_content, result.content
+            assert result.structured_content["hits"], query
+    return latencies
+
+
+def report(name: str, latencies: list[float], baseline: list[float] | None) -> None:
+    p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+    ratio = f"  ratio p95 {p95 / percentile(baseline, 95):.2f}x" if baseline else ""
+    print(f"{name:<40} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  max {max(latencies):7.1f} ms{ratio}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=200_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cache", type=Path, help="keep the encoded sentences in this .npy file between runs")
+    args = parser.parse_args()
+    configure_logging(LogConfig(level="warning"))
+    embedder = Embedder(EmbeddingConfig())
+    rng = random.Random(args.seed)
+    # The same draws as bench/search.py: the base sentences, then held-out queries.
+    base = distinct_sentences(rng, BASE_SENTENCES, set())
+    queries = distinct_sentences(rng, args.queries, set(base))
+    with server_dsn() as admin, fresh_database(admin) as dsn, tempfile.TemporaryDirectory() as tmp:
+        with timed() as t_load:
+            populate(dsn, base, args.chunks, args.seed, args.cache, embedder)
+        print(f"data: {args.chunks:,} chunks loaded and indexed in {t_load[0]:.1f} s; {len(queries)} queries")
+        root = Path(tmp)
+        config_path = root / "config.toml"
+        config_path.write_text(CONFIG_TOML.format(dsn=dsn.replace('"', '\\"')), encoding="utf-8")
+        with Memory.open(tree_config(root, dsn), service=False) as memory:
+            baseline = time_memory(memory, queries)
+        report("Memory.search in-process (baseline)", baseline, None)
+        over_mcp: list[float] = anyio.run(time_mcp, config_path, queries)
+        report("MCP search tool, memoryd mcp (stdio)", over_mcp, baseline)
+    target = "≤ 50 ms: met" if percentile(over_mcp, 95) <= 50 else "≤ 50 ms: NOT met"
+    print(f"target p95 {target}; MCP overhead p50 {percentile(over_mcp, 50) - percentile(baseline, 50):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
