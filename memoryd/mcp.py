@@ -85,13 +85,16 @@ class MemoryHandle:
             except MemorydError as exc:
                 log.warning("mcp_memory_unavailable", error=str(exc), retry="at the next call")
                 return
+            except Exception:  # a bug: logged in full; the next call tries again and reports it
+                log.exception("mcp_memory_open_failed")
+                return
             if memory.via != "in-process" or not self.warm:
                 return
             try:
                 # Loads the model now rather than at the first search; text mode would load nothing.
                 memory.search("warm up", k=1, mode="vector", context=0)
-            except MemorydError as exc:
-                log.warning("mcp_warm_up_failed", error=str(exc))
+            except Exception as exc:  # the first real search will say what is wrong
+                log.warning("mcp_warm_up_failed", error=str(exc), error_type=type(exc).__name__)
 
     def _open(self) -> Memory:
         if self._memory is None:

@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -317,8 +317,8 @@ def test_database_dropped_mid_session_is_a_tool_error(tmp_path: Path, pg_admin_d
 
 
 def test_answers_through_a_running_daemon_with_the_in_process_hits(tmp_path: Path, db_dsn: str, embedder: Any) -> None:
-    """With `memoryd watch` running, the tools answer through its query service, with the hits an in-process
-    server finds; a conversation dropped into the folder meanwhile is found through the search tool."""
+    """With `memoryd watch` running, the tools answer through its query service with the hits an in-process
+    server finds, and find a conversation dropped into the folder; once the daemon stops, they answer in-process."""
     socket_dir = Path(tempfile.mkdtemp(prefix="md-mcp-"))
     cli = with_socket(make_cli(tmp_path, db_dsn), socket_dir / "s")
     write_conversation(cli.conversations, FIREWALL, FIREWALL_MESSAGES, title="Configuring a firewall")
@@ -326,21 +326,30 @@ def test_answers_through_a_running_daemon_with_the_in_process_hits(tmp_path: Pat
     config = fast_config(load_config(cli.config_path, environ={"MEMORYD_DSN": db_dsn}))
     config = replace(config, log=replace(config.log, level="warning"))
     try:
-        with running_daemon(config, embedder), mcp_session(cli) as via_service:
-            wait_for(lambda: database_mismatch(db_dsn, config, embedder.name) is None, timeout=120, what="sync")
-            assert via_service.ok("status")["answered_by"] == "service"
-            write_conversation(cli.conversations, GARDEN, GARDEN_MESSAGES, title="Tomato garden")
-            wait_for(lambda: database_mismatch(db_dsn, config, embedder.name) is None, timeout=120, what="garden")
-            found = via_service.ok("search", {"query": "why are my tomato leaves turning yellow", "k": 3})
-            assert found["answered_by"] == "service"
-            assert found["hits"][0]["slug"] == GARDEN
-            service_hits = via_service.ok("search", {"query": PORTS_QUERY, "k": 5})["hits"]
-            with mcp_session(cli, "--in-process") as in_process:
-                local = in_process.ok("search", {"query": PORTS_QUERY, "k": 5})
-            assert local["answered_by"] == "in-process"
-            assert [(h["id"], h["text"], h["context"]) for h in local["hits"]] == [
-                (h["id"], h["text"], h["context"]) for h in service_hits
-            ]
-            assert [h["score"] for h in local["hits"]] == pytest.approx([h["score"] for h in service_hits], abs=1e-4)
+        with ExitStack() as daemon:
+            daemon.enter_context(running_daemon(config, embedder))
+            with mcp_session(cli) as via_service:
+                wait_for(lambda: database_mismatch(db_dsn, config, embedder.name) is None, timeout=120, what="sync")
+                assert via_service.ok("status")["answered_by"] == "service"
+                write_conversation(cli.conversations, GARDEN, GARDEN_MESSAGES, title="Tomato garden")
+                wait_for(lambda: database_mismatch(db_dsn, config, embedder.name) is None, timeout=120, what="drop")
+                found = via_service.ok("search", {"query": "why are my tomato leaves turning yellow", "k": 3})
+                assert found["answered_by"] == "service"
+                assert found["hits"][0]["slug"] == GARDEN
+                service_hits = via_service.ok("search", {"query": PORTS_QUERY, "k": 5})["hits"]
+                with mcp_session(cli, "--in-process") as in_process:
+                    local = in_process.ok("search", {"query": PORTS_QUERY, "k": 5})
+                assert local["answered_by"] == "in-process"
+                assert [(h["id"], h["text"], h["context"]) for h in local["hits"]] == [
+                    (h["id"], h["text"], h["context"]) for h in service_hits
+                ]
+                local_scores = [h["score"] for h in local["hits"]]
+                assert local_scores == pytest.approx([h["score"] for h in service_hits], abs=1e-4)
+
+                daemon.close()  # the daemon stops; this server lives on
+                first = via_service.call("status")
+                if first.is_error:  # the call that finds the service gone says so
+                    assert "query service error: " in error_text(first)
+                assert via_service.ok("status")["answered_by"] == "in-process"
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
