@@ -10,8 +10,12 @@ message that names it, and the same server then answers the next call.
 from __future__ import annotations
 
 import json
+import os
+import select
 import shutil
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -353,3 +357,54 @@ def test_answers_through_a_running_daemon_with_the_in_process_hits(tmp_path: Pat
                 assert via_service.ok("status")["answered_by"] == "in-process"
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_malformed_json_on_stdin_is_skipped_and_the_server_goes_on(tmp_path: Path) -> None:
+    """A line on stdin that is not JSON-RPC is skipped; the request after it is answered, and stdout holds
+    only protocol messages."""
+    cli = make_cli(tmp_path, "postgresql://memoryd@127.0.0.1:9/memoryd")
+    env = clean_environment() | {
+        "MEMORYD_CONFIG": str(cli.config_path),
+        "MEMORYD_DSN": cli.dsn,
+        "MEMORYD_SERVICE_ENABLED": "false",
+        "MEMORYD_DATABASE_RETRY_DEADLINE_S": "0",
+        "MEMORYD_LOG_LEVEL": "info",
+    }
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}},
+    }
+    pipe = subprocess.PIPE
+    with subprocess.Popen(
+        [*memoryd_command(), "mcp"], cwd=cli.cwd, env=env, stdin=pipe, stdout=pipe, stderr=pipe
+    ) as process:
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        try:
+            process.stdin.write(b"{this is not json\n" + json.dumps(initialize).encode() + b"\n")
+            process.stdin.flush()
+            answer = read_line(process.stdout.fileno(), timeout=RUN_TIMEOUT_S)
+            assert process.poll() is None
+        finally:
+            process.stdin.close()
+            stdout_rest = process.stdout.read()
+            stderr = process.stderr.read()
+            process.wait(timeout=60)
+    assert json.loads(answer)["id"] == 1
+    assert json.loads(answer)["result"]["serverInfo"]["name"] == "memoryd"
+    assert stdout_rest == b""
+    assert b'"event": "mcp_serving"' in stderr
+
+
+def read_line(fd: int, *, timeout: float) -> bytes:
+    """One line from a pipe, read unbuffered (so nothing waits in a buffer select cannot see)."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no whole line within {timeout} s: {data!r}"
+        chunk = os.read(fd, 1)
+        assert chunk, f"the pipe closed after {data!r}"
+        data += chunk
+    return data
