@@ -24,7 +24,6 @@ ratio of the p95s.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 import time
@@ -32,20 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import numpy as np
 import psycopg
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from pgvector.psycopg import register_vector
 
-from bench._common import fresh_database, percentile, server_dsn, timed, tree_config
-from bench.search import BASE_SENTENCES, distinct_sentences, load, make_chunks
+from bench._common import fresh_database, percentile, server_dsn, tree_config
+from bench.search import fill_database, make_corpus
 from memoryd.api import Memory
 from memoryd.config import EmbeddingConfig, LogConfig
-from memoryd.db import apply_migrations
 from memoryd.embed import Embedder
 from memoryd.log import configure_logging
-from memoryd.vectors import ensure_vector_index
 
 K = 10
 CONTEXT = 2
@@ -64,35 +59,6 @@ enabled = false
 [log]
 level = "warning"
 """
-
-
-def populate(dsn: str, base: list[str], chunks: int, seed: int, cache: Path | None, embedder: Embedder) -> None:
-    """bench/search.py's tree of ``chunks`` chunks made from the ``base`` sentences, indexed and analysed."""
-    if cache is not None and cache.exists():
-        vectors = np.load(cache)
-    else:
-        vectors = embedder.encode(base)
-        if cache is not None:
-            np.save(cache, vectors)
-    texts, chunk_vectors = make_chunks(base, vectors, chunks, seed)
-    with psycopg.connect(dsn) as conn:
-        apply_migrations(conn)
-        register_vector(conn)
-        gin = [
-            row[0]
-            for row in conn.execute(
-                "SELECT indexdef FROM pg_indexes WHERE indexname IN ('messages_tsv', 'summaries_tsv')"
-            )
-        ]
-        conn.execute("DROP INDEX messages_tsv, summaries_tsv")  # built once after the load, not row by row
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        load(conn, texts, chunk_vectors, embedder.name, seed)
-        for indexdef in gin:
-            conn.execute(indexdef)
-        ensure_vector_index(conn, embedder.name, embedder.dim)
-        conn.commit()
-        conn.autocommit = True
-        conn.execute("VACUUM ANALYZE")
 
 
 async def time_both(
@@ -143,14 +109,11 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(LogConfig(level="warning"))
     embedder = Embedder(EmbeddingConfig())
-    rng = random.Random(args.seed)
-    # The same draws as bench/search.py: the base sentences, then held-out queries.
-    base = distinct_sentences(rng, BASE_SENTENCES, set())
-    queries = distinct_sentences(rng, args.queries, set(base))
+    texts, vectors, corpus_queries, _ = make_corpus(embedder, args.chunks, args.queries, args.seed, args.cache)
+    queries = [q.text for q in corpus_queries]
     with server_dsn() as admin, fresh_database(admin) as dsn, tempfile.TemporaryDirectory() as tmp:
-        with timed() as t_load:
-            populate(dsn, base, args.chunks, args.seed, args.cache, embedder)
-        print(f"data: {args.chunks:,} chunks loaded and indexed in {t_load[0]:.1f} s; {len(queries)} queries")
+        with psycopg.connect(dsn) as conn:
+            print(fill_database(conn, texts, vectors, embedder, args.seed), flush=True)
         root = Path(tmp)
         config_path = root / "config.toml"
         config_path.write_text(CONFIG_TOML.format(dsn=dsn.replace('"', '\\"')), encoding="utf-8")
