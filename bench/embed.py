@@ -36,8 +36,8 @@ from bench._common import timed
 from bench.generate import write_tree
 from memoryd.config import EmbeddingConfig, LogConfig
 from memoryd.embed import Embedder, Vectors, cpu_flags, resolve_model_path
+from memoryd.formats import parse_conversation
 from memoryd.log import configure_logging
-from memoryd.parse import parse_conversation
 from memoryd.summaries import parse_summary_folder
 
 

@@ -33,6 +33,7 @@ from memoryd.records import ROLES
 if TYPE_CHECKING:
     from memoryd.api import Memory
     from memoryd.db import Database
+    from memoryd.exports import ImportReport
 
 
 EXIT_ERROR = 1
@@ -55,7 +56,9 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     """Store the conversation and summary folders (or only the given ones) in the database.
 
     Only slugs whose files changed since the last sync are parsed, unless
-    --force.  Bad files are recorded (see `memoryd status`) and skipped.
+    --force.  Bad files are recorded (see `memoryd status`), listed on
+    stderr and skipped; the exit code is 1 while any file has an error, even
+    one this run did not need to re-read.
 
     Example: memoryd ingest
              memoryd ingest conversations/2025-06-25__orage_codé_textuel
@@ -67,11 +70,14 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
         slugs = syncer.slugs_for_paths([Path(p) for p in args.paths]) if args.paths else None
         with _progress_bar("ingest", "slugs") as bar:
             report = syncer.reconcile(force=args.force, slugs=slugs, progress=bar)
+        errors = syncer.standing_errors(slugs)
     print(
-        f"ingested: {report.synced} slug(s) checked, {report.wrote} changed, {report.failed} failed"
-        f" in {report.seconds:.1f}s"
+        f"ingested: {report.synced} slug(s) checked, {report.wrote} changed, {len(errors)} file(s) with errors,"
+        f" {report.failed} failed in {report.seconds:.1f}s"
     )
-    return EXIT_ERROR if report.failed else 0
+    for path, error in errors:
+        print(f"  error: {path}: {error}", file=sys.stderr)
+    return EXIT_ERROR if report.failed or errors else 0
 
 
 def cmd_embed(args: argparse.Namespace, config: Config) -> int:
@@ -284,21 +290,70 @@ def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def cmd_import(args: argparse.Namespace, config: Config) -> int:
-    """Split a ChatGPT or Claude data export into conversation folders, which the daemon then stores.
+def cmd_verify(args: argparse.Namespace, config: Config) -> int:
+    """Re-read every folder and compare it with the database; print the drift per slug, exit 1 if any.
 
-    PATH is the export's .zip, its conversations.json, or the folder it was
-    unzipped to.  Each conversation becomes a folder in the conversations
-    folder; importing the same export again changes nothing, and a
-    conversation changed in a newer export is updated under the same slug.
-    Damaged conversations are listed and skipped (exit code 1).
+    Compares conversations (stored, from the same files), messages by
+    content hash, summaries, and vectors of the configured model (pending,
+    orphaned).  Never writes: `memoryd ingest --force` repairs stored text,
+    `memoryd embed` pending vectors.
+
+    Example: memoryd verify
+             memoryd verify --json
+    """
+    from memoryd.verify import verify
+
+    with _open_database(config) as db:
+        report = verify(db, config)
+    if args.json:
+        json.dump(report.as_dict(), sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        print(
+            f"verified {report.slugs} slug(s) against {report.conversations} conversation(s),"
+            f" {report.messages} message(s), {report.summaries} summary(ies) (model {report.model}):"
+            f" {len(report.drift)} drifted in {report.seconds:.1f}s"
+        )
+        for slug, drift in sorted(report.drift.items()):
+            print(slug)
+            for problem in drift.problems:
+                print(f"  {problem}")
+    return EXIT_ERROR if report.drift else 0
+
+
+def cmd_import(args: argparse.Namespace, config: Config) -> int:
+    """Turn a data export, a chat dataset or an agent's session logs into conversation folders, which the daemon stores.
+
+    chatgpt, claude: PATH is the export's .zip, its conversations.json, or
+    the folder it was unzipped to.  jsonl: PATH is a file of one
+    conversation per line, in OpenAI chat shape ({"messages": [...]}) or
+    ShareGPT shape ({"conversations": [...]}).  claude-code, codex: PATH is
+    the agent's session folder (default ~/.claude/projects,
+    ~/.codex/sessions) or one session .jsonl; each session (and each
+    sub-agent run) becomes a folder, compaction summaries go to the
+    summaries folder.  Importing the same source again changes nothing; what
+    changed is updated under the same slug.  Damaged conversations are
+    listed and skipped (exit code 1).
 
     Example: memoryd import chatgpt ~/Downloads/chatgpt-export.zip
              memoryd import claude ~/Downloads/claude-export/conversations.json
+             memoryd import jsonl ~/datasets/sharegpt_sample.jsonl
+             memoryd import claude-code
+             memoryd import codex ~/.codex/sessions/2026/05
     """
-    from memoryd.imports import import_export
+    if args.source in ("claude-code", "codex"):
+        report = _import_sessions(args.source, args.path, config)
+    elif args.path is None:
+        print(f"memoryd: error: import {args.source} needs PATH", file=sys.stderr)
+        return EXIT_CONFIG
+    elif args.source == "jsonl":
+        from memoryd.exports import import_jsonl
 
-    report = import_export(args.source, Path(args.path), config.paths.conversations)
+        report = import_jsonl(Path(args.path), config.paths.conversations)
+    else:
+        from memoryd.exports import import_export
+
+        report = import_export(args.source, Path(args.path), config.paths.conversations)
     print(
         f"imported {report.conversations} conversation(s) from {report.path} into {config.paths.conversations}:"
         f" {len(report.created)} new, {len(report.updated)} updated, {len(report.unchanged)} unchanged,"
@@ -311,6 +366,22 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     for line in report.errors:
         print(f"  error: {line}", file=sys.stderr)
     return EXIT_ERROR if report.errors else 0
+
+
+def _import_sessions(source: str, path: str | None, config: Config) -> ImportReport:
+    """An agent's session logs (default: where the agent writes them) → conversation folders."""
+    from memoryd.exports import claude_code, codex
+
+    if source == "claude-code":
+        importer, default = claude_code.import_claude_code, claude_code.DEFAULT_DIR
+    else:
+        importer, default = codex.import_codex, codex.DEFAULT_DIR
+    return importer(
+        Path(path) if path else default,
+        config.paths.conversations,
+        config.paths.summaries,
+        tool_result_chars=config.sources.tool_result_chars,
+    )
 
 
 def _psql_binary() -> str:
@@ -430,6 +501,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "watch": cmd_watch,
     "install-service": cmd_install_service,
     "import": cmd_import,
+    "verify": cmd_verify,
 }
 
 
@@ -497,9 +569,22 @@ def build_parser() -> argparse.ArgumentParser:
     add("watch")
     p = add("install-service")
     p.add_argument("--output", metavar="PATH", help="write the unit here instead of ~/.config/systemd/user/")
+    p = add("verify")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
     p = add("import")
-    p.add_argument("source", choices=("chatgpt", "claude"), help="which service the export comes from")
-    p.add_argument("path", metavar="PATH", help="the export's .zip, its conversations.json, or the unzipped folder")
+    p.add_argument(
+        "source",
+        choices=("chatgpt", "claude", "jsonl", "claude-code", "codex"),
+        help="which service, dataset or agent wrote it",
+    )
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        nargs="?",
+        help="the export's .zip, conversations.json or unzipped folder; for jsonl, the dataset file;"
+        " an agent's session folder or .jsonl",
+    )
     return parser
 
 

@@ -143,8 +143,15 @@ def insert_new_slugs(conn: psycopg.Connection[Any], items: Sequence[NewSlug]) ->
 # --- conversations and messages -------------------------------------------
 
 
-def upsert_conversation(conn: psycopg.Connection[Any], conv: Conversation, changes: SlugChanges) -> int:
-    """Insert or update the conversation row and diff its messages."""
+def upsert_conversation(
+    conn: psycopg.Connection[Any], conv: Conversation, changes: SlugChanges, *, recheck: bool = False
+) -> int:
+    """Insert or update the conversation row and diff its messages.
+
+    Messages of a conversation whose files did not change are not compared,
+    unless ``recheck`` (``ingest --force``): then rows changed behind
+    memoryd's back, as ``memoryd verify`` reports them, are repaired too.
+    """
     row = conn.execute(
         "SELECT id, content_hash, source_path FROM conversations WHERE slug = %s FOR UPDATE", (conv.slug,)
     ).fetchone()
@@ -171,6 +178,8 @@ def upsert_conversation(conn: psycopg.Connection[Any], conv: Conversation, chang
         conv_id, stored_hash, stored_path = row
         if stored_hash == conv.source_hash and stored_path == str(conv.source_path):
             changes.conversation = "unchanged"
+            if recheck:
+                _sync_messages(conn, int(conv_id), conv.messages, changes)
             return int(conv_id)
         conn.execute(
             "UPDATE conversations SET title = %s, created_date = %s, tags = %s, total_chars = %s,"
@@ -424,6 +433,22 @@ def record_problems(conn: psycopg.Connection[Any], slug: str, problems: Mapping[
         )
     return fresh
 
+
+
+def standing_errors(conn: psycopg.Connection[Any], slugs: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """``(path, error)`` of every file whose last read failed (all slugs, or only ``slugs``), by path.
+
+    What ``memoryd ingest`` reports and exits 1 on: an error stands until the
+    file is fixed, whether or not this run re-read it.
+    """
+    if slugs is None:
+        rows = conn.execute("SELECT path, error FROM ingest_errors WHERE severity = 'error' ORDER BY path")
+    else:
+        rows = conn.execute(
+            "SELECT path, error FROM ingest_errors WHERE severity = 'error' AND slug = ANY(%s) ORDER BY path",
+            (list(slugs),),
+        )
+    return [(path, error) for path, error in rows]
 
 # --- embeddings ---------------------------------------------------------------
 

@@ -27,8 +27,9 @@ from memoryd import store
 from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.errors import Cancelled, DatabaseUnavailable, MemorydError, ParseError
-from memoryd.parse import parse_conversation
+from memoryd.formats import parse_conversation
 from memoryd.records import Conversation, Summary
+from memoryd.slugs import is_slug_name
 from memoryd.summaries import parse_summary_folder
 
 log = structlog.get_logger(__name__)
@@ -51,11 +52,6 @@ def bulk_workers(db: Database) -> int:
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cpus, MAX_BULK_WORKERS, db.max_connections - 2))
-
-
-def is_slug_name(name: str) -> bool:
-    """Hidden folders (``.git``, a tool's ``.staging``) are never conversations."""
-    return bool(name) and not name.startswith(".")
 
 
 def fingerprint(folder: Path) -> str | None:
@@ -94,6 +90,7 @@ class SlugInput:
     # None: the summaries folder exists but cannot be listed.
     summaries: dict[Path, list[Summary] | ParseError] | None = field(default_factory=dict)
     problems: dict[str, tuple[str, str]] = field(default_factory=dict)
+    recheck: bool = False  # compare stored messages even if the files did not change (ingest --force)
 
     def as_new_slug(self) -> store.NewSlug | None:
         """The bulk-insert form, when the slug parsed without any problem."""
@@ -181,7 +178,7 @@ class Syncer:
         store.lock_slug(conn, slug)
         conv_id: int | None
         if inp.conversation is not None:
-            conv_id = store.upsert_conversation(conn, inp.conversation, changes)
+            conv_id = store.upsert_conversation(conn, inp.conversation, changes, recheck=inp.recheck)
         elif inp.conv_failed:
             conv_id = store.conversation_id(conn, slug)  # the stored version stays
             changes.conversation = "failed"
@@ -223,6 +220,11 @@ class Syncer:
                     f" ({roots[1]}); move it there or point [paths] at its parent"
                 )
         return sorted(slugs)
+
+    def standing_errors(self, slugs: Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """``(path, error)`` of the files that could not be read, as recorded (all slugs or only ``slugs``)."""
+        scope = None if slugs is None else [_db_text(slug) for slug in slugs]
+        return self.db.run(store.standing_errors, scope)
 
     def slugs_to_sync(self, *, force: bool = False) -> list[str]:
         """Slugs whose folders differ from what the database saw at their last sync."""
@@ -322,7 +324,7 @@ class Syncer:
         for slug in (s for s in todo if s not in new):
             if should_stop():
                 break
-            self._sync_guarded(slug, report)
+            self._sync_guarded(slug, report, recheck=force)
             step()
         report.seconds = time.monotonic() - started
         (log.info if log_summary else log.debug)(
@@ -362,11 +364,12 @@ class Syncer:
                 )
         return inserted
 
-    def _sync_guarded(self, target: str | SlugInput, report: ReconcileReport) -> None:
+    def _sync_guarded(self, target: str | SlugInput, report: ReconcileReport, *, recheck: bool = False) -> None:
         """Sync one slug; a slug the database or the filesystem refuses does not stop the others."""
         slug = target if isinstance(target, str) else target.slug
         try:
             inp = self.read_slug(target) if isinstance(target, str) else target
+            inp.recheck = recheck
             changes = self._sync_input(inp, time.monotonic())
         except (DatabaseUnavailable, Cancelled):
             raise
