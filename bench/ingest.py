@@ -36,8 +36,9 @@ from bench.generate import conversation
 from memoryd.config import LogConfig
 from memoryd.db import Database
 from memoryd.log import configure_logging
-from memoryd.store import ChunkVector, ClaimCursor, claim_pending, ensure_vector_index, write_embeddings
+from memoryd.store import ChunkVector, ClaimCursor, claim_pending, write_embeddings
 from memoryd.sync import Syncer
+from memoryd.vectors import ensure_vector_index
 
 MODEL = "bench-precomputed"
 DIM = 384

@@ -65,7 +65,7 @@ from memoryd.search import (
     search_query,
     selects_few_chunks,
 )
-from memoryd.store import ensure_vector_index, hnsw_index_name
+from memoryd.vectors import ensure_vector_index, hnsw_index_name
 
 BASE_SENTENCES = 4_000
 NEIGHBOURS = 30
@@ -235,6 +235,80 @@ def recall(approx: list[list[SearchHit]], exact: list[list[SearchHit]]) -> float
     return found / total if total else 0.0
 
 
+def make_corpus(
+    embedder: Embedder, chunks: int, queries: int, seed: int, cache: Path | None
+) -> tuple[list[str], Vectors, list[SearchQuery], list[float]]:
+    """Chunk texts and vectors, and held-out queries with their encoding times in ms (see the module docstring)."""
+    rng = random.Random(seed)
+    base = distinct_sentences(rng, BASE_SENTENCES, set())
+    held_out = distinct_sentences(rng, queries, set(base))
+    with timed() as t_encode:
+        if cache is not None and cache.exists():
+            base_vectors = np.load(cache)
+        else:
+            base_vectors = embedder.encode(base)
+            if cache is not None:
+                np.save(cache, base_vectors)
+    query_vectors: list[Vectors] = []
+    encode_ms: list[float] = []
+    for text in held_out:
+        started = time.perf_counter()
+        query_vectors.append(embedder.encode([text])[0])
+        encode_ms.append((time.perf_counter() - started) * 1000)
+    texts, vectors = make_chunks(base, base_vectors, chunks, seed)
+    print(
+        f"data: {len(base)} real sentences encoded in {t_encode[0]:.1f} s,"
+        f" {chunks} chunks made from them, {len(held_out)} held-out queries",
+        flush=True,
+    )
+    return (
+        texts,
+        vectors,
+        [SearchQuery(t, v, embedder.name, embedder.dim) for t, v in zip(held_out, query_vectors, strict=True)],
+        encode_ms,
+    )
+
+
+def fill_database(
+    conn: psycopg.Connection[Any], texts: list[str], vectors: Vectors, embedder: Embedder, seed: int
+) -> str:
+    """Migrate, COPY the corpus in, build the indexes once, VACUUM ANALYZE; leaves ``conn`` in autocommit mode.
+
+    Returns the line that says what was loaded and how long each step took.
+    """
+    apply_migrations(conn)
+    register_vector(conn)
+    gin = [
+        row[0]
+        for row in conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname IN ('messages_tsv', 'summaries_tsv')")
+    ]
+    conn.execute("DROP INDEX messages_tsv, summaries_tsv")  # built once after the load, not row by row
+    conn.execute("SET maintenance_work_mem = '1GB'")
+    conn.commit()
+    with timed() as t_load:
+        messages, summaries = load(conn, texts, vectors, embedder.name, seed)
+        conn.commit()
+    with timed() as t_gin:
+        for indexdef in gin:
+            conn.execute(indexdef)
+        conn.commit()
+    with timed() as t_hnsw:
+        ensure_vector_index(conn, embedder.name, embedder.dim)
+        conn.commit()
+    # VACUUM cannot run in a transaction, and each query below must be
+    # one: `conn.transaction()` in autocommit mode is a real BEGIN/COMMIT.
+    conn.autocommit = True
+    conn.execute("VACUUM ANALYZE")
+    size = conn.execute(
+        "SELECT pg_size_pretty(pg_relation_size(%s::regclass))", (hnsw_index_name(embedder.name),)
+    ).fetchone()
+    return (
+        f"load: {messages} messages + {summaries} summaries, {len(texts)} chunks, COPY in {t_load[0]:.1f} s,"
+        f" full-text indexes in {t_gin[0]:.1f} s, HNSW index (m=16, ef_construction=128) in {t_hnsw[0]:.1f} s"
+        f" ({size[0] if size else '?'})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=200_000)
@@ -244,67 +318,10 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(LogConfig(level="warning"))
     embedder = Embedder(EmbeddingConfig())
-    rng = random.Random(args.seed)
-    base = distinct_sentences(rng, BASE_SENTENCES, set())
-    held_out = distinct_sentences(rng, args.queries, set(base))
-    with timed() as t_encode:
-        if args.cache is not None and args.cache.exists():
-            base_vectors = np.load(args.cache)
-        else:
-            base_vectors = embedder.encode(base)
-            if args.cache is not None:
-                np.save(args.cache, base_vectors)
-    query_vectors: list[Vectors] = []
-    encode_ms: list[float] = []
-    for text in held_out:
-        started = time.perf_counter()
-        query_vectors.append(embedder.encode([text])[0])
-        encode_ms.append((time.perf_counter() - started) * 1000)
-    texts, vectors = make_chunks(base, base_vectors, args.chunks, args.seed)
-    print(
-        f"data: {len(base)} real sentences encoded in {t_encode[0]:.1f} s,"
-        f" {args.chunks} chunks made from them, {len(held_out)} held-out queries",
-        flush=True,
-    )
-    queries = [
-        SearchQuery(text, vec, embedder.name, embedder.dim) for text, vec in zip(held_out, query_vectors, strict=True)
-    ]
+    texts, vectors, queries, encode_ms = make_corpus(embedder, args.chunks, args.queries, args.seed, args.cache)
     common = [SearchQuery(re.sub(r"\s*\(\d+\)", "", q.text), q.vector, q.model, q.dim) for q in queries]
     with server_dsn() as admin, fresh_database(admin) as dsn, psycopg.connect(dsn) as conn:
-        apply_migrations(conn)
-        register_vector(conn)
-        gin = [
-            row[0]
-            for row in conn.execute(
-                "SELECT indexdef FROM pg_indexes WHERE indexname IN ('messages_tsv', 'summaries_tsv')"
-            )
-        ]
-        conn.execute("DROP INDEX messages_tsv, summaries_tsv")  # built once after the load, not row by row
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        conn.commit()
-        with timed() as t_load:
-            messages, summaries = load(conn, texts, vectors, embedder.name, args.seed)
-            conn.commit()
-        with timed() as t_gin:
-            for indexdef in gin:
-                conn.execute(indexdef)
-            conn.commit()
-        with timed() as t_hnsw:
-            ensure_vector_index(conn, embedder.name, embedder.dim)
-            conn.commit()
-        # VACUUM cannot run in a transaction, and each query below must be
-        # one: `conn.transaction()` in autocommit mode is a real BEGIN/COMMIT.
-        conn.autocommit = True
-        conn.execute("VACUUM ANALYZE")
-        size = conn.execute(
-            "SELECT pg_size_pretty(pg_relation_size(%s::regclass))", (hnsw_index_name(embedder.name),)
-        ).fetchone()
-        print(
-            f"load: {messages} messages + {summaries} summaries, {args.chunks} chunks, COPY in {t_load[0]:.1f} s,"
-            f" full-text indexes in {t_gin[0]:.1f} s, HNSW index (m=16, ef_construction=128) in {t_hnsw[0]:.1f} s"
-            f" ({size[0] if size else '?'})",
-            flush=True,
-        )
+        print(fill_database(conn, texts, vectors, embedder, args.seed), flush=True)
         with conn.transaction():
             plan = explain_query(conn, queries[0], k=K)
         print(

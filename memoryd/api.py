@@ -23,25 +23,21 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-import structlog
-
 from memoryd.config import Config, load_config
 from memoryd.errors import InvalidRequest, NotFound
+from memoryd.filters import KINDS, SearchFilters
 from memoryd.records import ROLES
 from memoryd.results import ConversationInfo, ConversationView, Hit
 
 if TYPE_CHECKING:
     from memoryd.db import Database, RetryPolicy
     from memoryd.embed import Embedder, EmbedReport
-    from memoryd.search import SearchFilters
     from memoryd.sync import ReconcileReport
 
-log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 Mode = Literal["vector", "text", "hybrid"]
 MODES: tuple[str, ...] = ("vector", "text", "hybrid")
-KINDS: tuple[str, ...] = ("message", "summary")
 # Bounds on one request: beyond them an answer would be slow or useless, and
 # the query service must not be made to build it.  k: far past what anyone
 # reads; a query: the model reads 256 tokens (about 1,000 characters) and
@@ -109,8 +105,6 @@ class SearchRequest:
         return cls(query=query, **values)
 
     def filters(self) -> SearchFilters:
-        from memoryd.search import SearchFilters
-
         try:
             return SearchFilters(
                 slugs=self.slugs,

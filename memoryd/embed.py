@@ -44,13 +44,12 @@ from memoryd.store import (
     PendingText,
     claim_pending,
     count_pending,
-    drop_vector_index,
-    ensure_vector_index,
     has_embeddings,
     reusable_vectors,
     write_embeddings,
 )
 from memoryd.tokens import Span, Tokenizer
+from memoryd.vectors import drop_vector_index, ensure_vector_index
 
 if TYPE_CHECKING:
     import psycopg

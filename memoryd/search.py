@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,19 +44,22 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from memoryd.filters import SearchFilters
+from memoryd.vectors import distance as vector_distance
+from memoryd.vectors import model_predicate
+
 if TYPE_CHECKING:
     from memoryd.embed import Embedder
 
 Mode = Literal["vector", "text", "hybrid"]
 MODES: tuple[Mode, ...] = ("vector", "text", "hybrid")
-KINDS = ("message", "summary")
 
 SNIPPET_CHARS = 240
 # Reciprocal rank fusion's constant (Cormack et al. 2009): large enough that
 # being first in one list is not worth much more than being third in both.
 RRF_K = 60
 # The HNSW candidate list (hnsw.ef_search) is never shorter than this.  At
-# 200,000 chunks, with the index of store.ensure_vector_index, 100 gives a
+# 200,000 chunks, with the index of vectors.ensure_vector_index, 100 gives a
 # recall@10 of 0.99 against exact search in about 4 ms, 40 only 0.97
 # (bench/search.py).
 MIN_EF_SEARCH = 100
@@ -89,56 +92,6 @@ HEADLINE_CHARS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
-class SearchFilters:
-    """What a search may return; an empty field does not filter.
-
-    ``slugs`` and ``slug_prefix`` together select one group of conversations
-    (a slug listed, or one starting with the prefix).  ``since``/``until``
-    (inclusive) apply to a message's own day when its timestamp has one
-    (``messages.day``, sql/004_message_day.sql), else to its conversation's
-    date; summaries always take their conversation's date.  A role only
-    exists on messages and a level only on summaries: roles alone select
-    messages, levels alone summaries, both select either.
-    """
-
-    slugs: tuple[str, ...] = ()
-    slug_prefix: str | None = None
-    roles: tuple[str, ...] = ()
-    levels: tuple[int, ...] = ()
-    since: date | None = None
-    until: date | None = None
-    kinds: tuple[str, ...] = ()  # "message" and/or "summary"; empty for both
-
-    def __post_init__(self) -> None:
-        unknown = set(self.kinds) - set(KINDS)
-        if unknown:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {', '.join(sorted(unknown))}")
-        if self.since is not None and self.until is not None and self.since > self.until:
-            raise ValueError(f"since ({self.since}) is after until ({self.until})")
-        if not (self.includes_messages or self.includes_summaries):
-            raise ValueError(
-                f"these filters exclude every text: roles apply to messages and levels to summaries,"
-                f" but kinds is {', '.join(self.kinds)}"
-            )
-
-    @property
-    def includes_messages(self) -> bool:
-        return (not self.kinds or "message" in self.kinds) and (bool(self.roles) or not self.levels)
-
-    @property
-    def includes_summaries(self) -> bool:
-        return (not self.kinds or "summary" in self.kinds) and (bool(self.levels) or not self.roles)
-
-    @property
-    def selects_conversations(self) -> bool:
-        return bool(self.slugs) or self.slug_prefix is not None
-
-    @property
-    def dated(self) -> bool:
-        return self.since is not None or self.until is not None
-
-
-@dataclass(frozen=True, slots=True)
 class SearchQuery:
     """What one search looks for: the text, and its vector for the vector and hybrid modes."""
 
@@ -162,11 +115,6 @@ class SearchHit:
     snippet: str
     vector_rank: int | None = None  # 1-based rank in the vector candidates, None if absent
     text_rank: int | None = None  # 1-based rank in the text candidates, None if absent
-
-    def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["created_date"] = self.created_date.isoformat() if self.created_date else None
-        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +156,7 @@ def search(
     else:
         if embedder is None:
             raise ValueError(f"{mode} search needs the embedding model")
-        query = SearchQuery(text, embedder.encode([text])[0], embedder.name, embedder.dim)
+        query = SearchQuery(text, embedder.encode_queries([text])[0], embedder.name, embedder.dim)
     return search_query(conn, query, k=k, filters=filters, mode=mode)
 
 
@@ -348,7 +296,7 @@ def _nearest_query(model: str, dim: int, filters: SearchFilters, *, exact: bool)
     so the caller can tell a short list from an exhausted one.
     """
     params: dict[str, Any] = {}
-    conditions: list[sql.Composable] = [sql.SQL("e.model = {}").format(sql.Literal(model))]
+    conditions: list[sql.Composable] = [model_predicate(model, "e")]
     if exact:
         conditions.extend(_exact_conditions(filters, params))
     else:
@@ -361,7 +309,7 @@ def _nearest_query(model: str, dim: int, filters: SearchFilters, *, exact: bool)
         kind = _chunk_kind_condition(filters, params, _CHUNK_ROLE_IS, _CHUNK_LEVEL_IS)
         if kind is not None:
             conditions.append(kind)
-    distance = sql.SQL("(e.vector::vector({dim})) <=> %(query)s::vector({dim})").format(dim=sql.Literal(dim))
+    distance = vector_distance(dim, sql.Placeholder("query"), "e")
     select = sql.SQL(
         "SELECT e.ref_type, COALESCE(e.message_id, e.summary_id) AS ref_id, e.chunk_start, e.chunk_end,"
         " {distance} AS distance FROM embeddings AS e WHERE {conditions}"

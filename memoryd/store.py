@@ -10,7 +10,6 @@ unless their content changed.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -605,62 +604,6 @@ def prune_vector_cache(conn: psycopg.Connection[Any], *, older_than_days: int = 
     return conn.execute(
         "DELETE FROM vector_cache WHERE cached_at < now() - make_interval(days => %s)", (older_than_days,)
     ).rowcount
-
-
-def hnsw_index_name(model: str) -> str:
-    """A stable, valid identifier for a model's index (model names hold / and -)."""
-    return "embeddings_hnsw_" + hashlib.sha256(model.encode()).hexdigest()[:12]
-
-
-def ensure_vector_index(conn: psycopg.Connection[Any], model: str, dim: int) -> None:
-    """Create the model's partial HNSW cosine index if it does not exist yet.
-
-    DDL takes no bind parameters, so the model name and dimension are quoted
-    as literals by psycopg's ``sql`` module, never formatted into the string.
-    ``ef_construction = 128`` (pgvector's default is 64): at 200,000 chunks
-    the default graph gave a recall@10 of 0.94 against exact search, this one
-    0.99, for about 1.5 times the build time (bench/search.py).  The build
-    gets the memory its graph needs (see ``hnsw_build_memory``).
-    """
-    name = hnsw_index_name(model)
-    if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() != (None,):
-        return
-    row = conn.execute("SELECT count(*) FROM embeddings WHERE model = %s", (model,)).fetchone()
-    with conn.transaction():  # SET LOCAL holds until its end, in autocommit mode too
-        conn.execute(
-            "SELECT set_config('maintenance_work_mem', %s, true)",
-            (f"{hnsw_build_memory(int(row[0]) if row else 0, dim) // 1024}kB",),
-        )
-        conn.execute(
-            sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {name} ON embeddings USING hnsw ((vector::vector({dim})) vector_cosine_ops)"
-                " WITH (m = 16, ef_construction = 128) WHERE model = {model}"
-            ).format(name=sql.Identifier(name), dim=sql.Literal(dim), model=sql.Literal(model))
-        )
-
-
-# The memory an HNSW build may take, at least and at most.  pgvector builds
-# the graph in maintenance_work_mem (PostgreSQL's default: 64 MB) and, once
-# it no longer fits, goes on on disk, several times slower; a graph with
-# m = 16 takes about its vectors plus 1 kB per chunk.  At most an eighth of
-# this machine's memory (the embedded server's, or a proxy for a remote one)
-# and 1 GB.
-HNSW_BUILD_MEMORY_MIN = 64 << 20
-HNSW_BUILD_MEMORY_MAX = 1 << 30
-
-
-def hnsw_build_memory(chunks: int, dim: int) -> int:
-    """Bytes of maintenance_work_mem for building the index over ``chunks`` vectors of ``dim``."""
-    try:
-        eighth = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8
-    except (AttributeError, OSError, ValueError):
-        eighth = HNSW_BUILD_MEMORY_MAX
-    ceiling = max(HNSW_BUILD_MEMORY_MIN, min(HNSW_BUILD_MEMORY_MAX, eighth))
-    return min(ceiling, max(HNSW_BUILD_MEMORY_MIN, chunks * (dim * 4 + 1024)))
-
-
-def drop_vector_index(conn: psycopg.Connection[Any], model: str) -> None:
-    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(hnsw_index_name(model))))
 
 
 def has_embeddings(conn: psycopg.Connection[Any], model: str) -> bool:

@@ -248,3 +248,37 @@ def test_open_finds_the_configuration_like_the_cli(config: Config, tmp_path: Pat
         assert mem.config.paths.conversations == config.paths.conversations
         assert mem.status()["conversations"] == 0
         assert mem.search("anything", mode="text") == []
+
+
+def test_text_search_in_process_never_imports_torch(memory: Memory) -> None:
+    """A text-mode search in a fresh process loads neither torch nor sentence-transformers."""
+    assert memory.config.database.dsn is not None
+    code = (
+        "import sys; from memoryd.api import Memory; from memoryd.config import Config, DatabaseConfig;"
+        f"mem = Memory.open(Config(database=DatabaseConfig(dsn={memory.config.database.dsn!r})), service=False);"
+        "hits = mem.search('tomato', mode='text'); mem.close();"
+        "print(len(hits), sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split(maxsplit=1) == ["3", "[]"]
+
+
+def test_a_cached_precision_choice_is_trusted_without_a_probe(embedder: Any, monkeypatch: Any) -> None:
+    """verify_cached=False (one-shot searches) takes the remembered `auto` choice and encodes nothing at load."""
+    from memoryd.config import EmbeddingConfig
+    from memoryd.embed import Embedder
+
+    calls: list[int] = []
+    original = Embedder._encode_with
+
+    def counting(self: Embedder, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Embedder, "_encode_with", counting)
+    trusted = Embedder(EmbeddingConfig(), verify_cached=False)
+    assert calls == []
+    assert trusted.precision == embedder.precision  # the session's model made (and cached) the choice
+    vector = trusted.encode_queries(["tomato leaves"])[0]
+    assert float((vector * embedder.encode(["tomato leaves"])[0]).sum()) > 0.99

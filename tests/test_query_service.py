@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -73,10 +74,8 @@ def _raw(path: Path, request: bytes) -> tuple[int, dict[str, Any]]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(30)
         sock.connect(str(path))
-        try:
+        with contextlib.suppress(BrokenPipeError):  # the service answered (413) without reading the whole body
             sock.sendall(request)
-        except BrokenPipeError:  # the service answered (413) without reading the whole body
-            pass
         data = b""
         while chunk := sock.recv(65536):
             data += chunk

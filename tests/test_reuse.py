@@ -12,8 +12,9 @@ from memoryd import embed as embed_module
 from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.embed import Embedder, embed_pending
-from memoryd.store import as_array, hnsw_index_name
+from memoryd.store import as_array
 from memoryd.sync import Syncer
+from memoryd.vectors import hnsw_index_name
 from tests.conftest import write_conversation
 
 pytestmark = pytest.mark.slow

@@ -26,8 +26,9 @@ from memoryd.search import (
     search,
     search_query,
 )
-from memoryd.store import ChunkVector, claim_pending, ensure_vector_index, hnsw_index_name, write_embeddings
+from memoryd.store import ChunkVector, claim_pending, write_embeddings
 from memoryd.sync import Syncer
+from memoryd.vectors import ensure_vector_index, hnsw_index_name
 from tests.conftest import write_conversation, write_summaries
 
 pytestmark = pytest.mark.slow

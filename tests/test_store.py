@@ -125,33 +125,3 @@ def test_record_problems_reports_each_problem_once(db: Database) -> None:
         assert conn.execute("SELECT count FROM ingest_errors WHERE path = '/p'").fetchone() == (2,)
         assert store.record_problems(conn, "s", {}) == []
         assert conn.execute("SELECT count(*) FROM ingest_errors").fetchone() == (0,)
-
-
-def test_hnsw_index_name_is_stable_identifier() -> None:
-    """Model names with slashes map to a fixed, valid index name."""
-    name = store.hnsw_index_name("sentence-transformers/all-MiniLM-L6-v2")
-    assert name == store.hnsw_index_name("sentence-transformers/all-MiniLM-L6-v2")
-    assert name.startswith("embeddings_hnsw_") and name.replace("_", "").isalnum()
-
-
-def test_hnsw_build_memory_fits_the_graph_within_bounds() -> None:
-    """Enough maintenance_work_mem for the graph (pgvector needed 2.4 kB per 384-dim chunk), within 64 MB..1 GB."""
-    assert store.hnsw_build_memory(0, 384) == 64 << 20
-    assert store.hnsw_build_memory(100_000, 384) == 100_000 * 2560
-    assert store.hnsw_build_memory(10_000_000, 384) <= 1 << 30
-    assert store.hnsw_build_memory(10_000_000, 384) >= 64 << 20
-
-
-def test_vector_index_is_built_in_autocommit_mode_without_leaking_its_memory_setting(db: Database) -> None:
-    """The build's SET LOCAL needs a transaction: on an autocommit connection too, and the setting ends with it."""
-    with db.connection() as conn:
-        conn.autocommit = True
-        before = conn.execute("SHOW maintenance_work_mem").fetchone()
-        store.ensure_vector_index(conn, "test-memory", 8)
-        after = conn.execute("SHOW maintenance_work_mem").fetchone()
-        store.ensure_vector_index(conn, "test-memory", 8)  # already there: nothing to do
-        indexes = conn.execute(
-            "SELECT count(*) FROM pg_indexes WHERE indexname = %s", (store.hnsw_index_name("test-memory"),)
-        ).fetchone()
-    assert indexes == (1,)
-    assert before == after
