@@ -14,6 +14,7 @@ Texts are encoded in length-sorted batches cut to waste little padding.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import ctypes
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -100,6 +102,9 @@ _GPU_BATCH_OVERHEAD_TOKENS = 1 << 20
 # buffers, and a 64 x 256-token batch no longer grows ONNX Runtime's buffers
 # (and the daemon's RSS) by several hundred MB.
 _CPU_BATCH_TOKENS = 4096
+# On a GPU, batches hold at least this many texts whatever [embedding] batch_size says:
+# a kernel launch per layer costs as much as hundreds of rows.
+_GPU_MIN_BATCH = 256
 _ONNX_PRECISIONS = ("onnx-fp32", "onnx-int8")
 # On a GPU, "auto" times the candidates on the probe repeated this many times
 # (about 500 texts): the probe alone would time launch latency, not throughput.
@@ -272,7 +277,8 @@ class Embedder:
         cpu = self.device == "cpu"
         overhead = _BATCH_OVERHEAD_TOKENS if cpu else _GPU_BATCH_OVERHEAD_TOKENS
         budget = _CPU_BATCH_TOKENS if cpu else None
-        for first, end in length_batches(lengths, self.config.batch_size, overhead, budget):
+        rows_per_batch = self.config.batch_size if cpu else max(self.config.batch_size, _GPU_MIN_BATCH)
+        for first, end in length_batches(lengths, rows_per_batch, overhead, budget):
             rows = order[first:end]
             batch = np.full((len(rows), lengths[first]), pad, dtype=np.int64)
             mask = np.zeros_like(batch)
@@ -726,6 +732,12 @@ class EmbedReport:
 # vectors are in: inserting into an existing HNSW index is several times
 # slower than building it once (pgvector issues #810, #877).
 BULK_LOAD_TEXTS = 20_000
+# Texts claimed per transaction: a few seconds of encoding on a CPU, about a
+# second on a GPU, so that claims and commits are a small part of the time.
+CLAIM_TEXTS_CPU = 256
+CLAIM_TEXTS_GPU = 4096
+# Transactions open at once in a run: one encoding, one claiming or writing.
+TRANSACTIONS_IN_FLIGHT = 2
 
 
 def embed_pending(
@@ -740,28 +752,33 @@ def embed_pending(
 
     Each batch is one transaction: claim texts, reuse the vectors of any
     content already embedded (or recently deleted), encode the rest once per
-    distinct content, COPY the vectors, commit.  A crash or a database restart
-    loses at most the batch in flight, which stays pending and is picked up
-    by the next run.
+    distinct content, COPY the vectors, commit.  Two transactions are in
+    flight, so that one's claim, chunking and COPY overlap the other's
+    encoding; the model runs on one thread, one batch at a time.  A crash or
+    a database restart loses at most the batches in flight, which stay
+    pending and are picked up by the next run.
     """
     report = EmbedReport()
-    limit = texts_per_transaction or max(embedder.config.batch_size, 16)
+    limit = texts_per_transaction or (CLAIM_TEXTS_CPU if embedder.device == "cpu" else CLAIM_TEXTS_GPU)
     bulk = db.run(_prepare_index, embedder.name, embedder.dim)
     started = time.monotonic()
-    cursor = ClaimCursor()
-    while not should_stop():
-        done, chunks, encoded, cursor_after = db.run(_embed_batch, embedder, limit, cursor)
-        if done == 0:
-            if cursor == ClaimCursor():
+    claims = _Claims()
+    in_flight: collections.deque[Future[tuple[int, int, int]]] = collections.deque()
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="memoryd-encode") as encoder,
+        ThreadPoolExecutor(TRANSACTIONS_IN_FLIGHT, thread_name_prefix="memoryd-embed") as transactions,
+    ):
+        while True:
+            while len(in_flight) < TRANSACTIONS_IN_FLIGHT and not claims.done and not should_stop():
+                in_flight.append(transactions.submit(db.run, _embed_batch, embedder, limit, claims, encoder))
+            if not in_flight:
                 break
-            cursor = ClaimCursor()  # a last look from the start, for texts the cursor went past
-            continue
-        cursor = cursor_after
-        report.texts += done
-        report.chunks += chunks
-        report.encoded += encoded
-        if progress is not None:
-            progress(done)
+            done, chunks, encoded = in_flight.popleft().result()
+            report.texts += done
+            report.chunks += chunks
+            report.encoded += encoded
+            if progress is not None and done:
+                progress(done)
     report.seconds = time.monotonic() - started
     if bulk and should_stop():
         # A build takes minutes; the next run builds it (_prepare_index), searches are exact until then.
@@ -794,20 +811,42 @@ def _prepare_index(conn: psycopg.Connection[Any], model: str, dim: int) -> bool:
     return False
 
 
+class _Claims:
+    """The run's claim cursor, shared by its transactions in flight: one claim at a time, each after the last."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cursor = ClaimCursor()
+        self.done = False
+
+
 def _embed_batch(
-    conn: psycopg.Connection[Any], embedder: Embedder, limit: int, cursor: ClaimCursor
-) -> tuple[int, int, int, ClaimCursor]:
-    texts: list[PendingText] = claim_pending(conn, embedder.name, limit, cursor)
-    if not texts:
-        return 0, 0, 0, cursor
+    conn: psycopg.Connection[Any], embedder: Embedder, limit: int, claims: _Claims, encoder: ThreadPoolExecutor
+) -> tuple[int, int, int]:
+    with claims.lock:
+        if claims.done:
+            return 0, 0, 0
+        texts: list[PendingText] = claim_pending(conn, embedder.name, limit, claims.cursor)
+        if not texts:
+            if claims.cursor == ClaimCursor():
+                claims.done = True
+            else:
+                claims.cursor = ClaimCursor()  # a last look from the start, for texts the cursor went past
+            return 0, 0, 0
+        claims.cursor = claims.cursor.after(texts)
     vectors_of = reusable_vectors(conn, embedder.name, texts)
     new: dict[str, PendingText] = {}
     for text in texts:
         if text.content_hash not in vectors_of:
             new.setdefault(text.content_hash, text)
-    pieces = [(text, i, span) for text in new.values() for i, span in enumerate(embedder.chunk(text.content))]
+    items = list(new.values())
+    spans = embedder.chunk_many([text.content for text in items])
+    pieces = [
+        (text, i, span) for text, text_spans in zip(items, spans, strict=True) for i, span in enumerate(text_spans)
+    ]
     if pieces:
-        vectors = embedder.encode([t.content[s.start : s.end] for t, _, s in pieces])
+        chunks = [t.content[s.start : s.end] for t, _, s in pieces]
+        vectors = encoder.submit(embedder.encode, chunks).result()
         for n, (text, i, span) in enumerate(pieces):
             vectors_of.setdefault(text.content_hash, []).append((i, span.start, span.end, vectors[n]))
     rows = [
@@ -816,4 +855,4 @@ def _embed_batch(
         for chunk, start, end, vector in vectors_of[text.content_hash]
     ]
     write_embeddings(conn, embedder.name, rows)
-    return len(texts), len(rows), len(new), cursor.after(texts)
+    return len(texts), len(rows), len(new)
