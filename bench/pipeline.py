@@ -24,8 +24,8 @@ from bench.rescan import walk
 from memoryd.config import EmbeddingConfig, LogConfig
 from memoryd.db import Database
 from memoryd.embed import Embedder, embed_pending
+from memoryd.formats import parse_conversation
 from memoryd.log import configure_logging
-from memoryd.parse import parse_conversation
 from memoryd.sync import Syncer
 
 

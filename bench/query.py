@@ -34,7 +34,9 @@ from memoryd.api import LocalMemory, Memory
 from memoryd.config import EmbeddingConfig, LogConfig
 from memoryd.db import Database
 from memoryd.embed import Embedder, embed_pending
+from memoryd.errors import ServiceError
 from memoryd.log import configure_logging
+from memoryd.query_client import ServiceClient
 from memoryd.search import search_query
 from memoryd.sync import Syncer
 
@@ -56,6 +58,23 @@ def report(name: str, seconds: list[float], baseline: list[float] | None) -> Non
 
 def _memoryd(config_path: Path, *args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("memoryd")), "--config", str(config_path), *args]
+
+
+def wait_for_model(socket_path: Path, *, timeout: float) -> None:
+    """Until the daemon's query service answers with its model loaded (minutes on a busy 2-core machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if socket_path.exists():
+            client = ServiceClient(socket_path)
+            try:
+                if client.health().get("model_ready"):
+                    return
+            except ServiceError:
+                pass
+            finally:
+                client.close()
+        time.sleep(1)
+    raise SystemExit(f"the daemon's model was not ready within {timeout:.0f} s")
 
 
 def whole_processes(admin: str, runs: int, conversations: int, embedder: Embedder) -> None:
@@ -88,14 +107,7 @@ def whole_processes(admin: str, runs: int, conversations: int, embedder: Embedde
         text = [run("search", QUERIES[n % len(QUERIES)], "--json", "--in-process", "--mode", "text") for n in range(5)]
         daemon = subprocess.Popen(_memoryd(config_path, "watch"), env=env, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                status = subprocess.run(_memoryd(config_path, "status", "--json"), env=env, capture_output=True)
-                if status.returncode == 0 and json.loads(status.stdout)["answered_by"] == "service":
-                    break
-                time.sleep(1)
-            else:
-                raise SystemExit("the daemon's query service did not answer within 180 s")
+            wait_for_model(socket_path, timeout=600)
             run("search", "warm-up", "--json")
             warm = [run("search", QUERIES[n % len(QUERIES)], "--json") for n in range(runs)]
         finally:

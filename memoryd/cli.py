@@ -55,7 +55,9 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
     """Store the conversation and summary folders (or only the given ones) in the database.
 
     Only slugs whose files changed since the last sync are parsed, unless
-    --force.  Bad files are recorded (see `memoryd status`) and skipped.
+    --force.  Bad files are recorded (see `memoryd status`), listed on
+    stderr and skipped; the exit code is 1 while any file has an error, even
+    one this run did not need to re-read.
 
     Example: memoryd ingest
              memoryd ingest conversations/2025-06-25__orage_codé_textuel
@@ -67,11 +69,14 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
         slugs = syncer.slugs_for_paths([Path(p) for p in args.paths]) if args.paths else None
         with _progress_bar("ingest", "slugs") as bar:
             report = syncer.reconcile(force=args.force, slugs=slugs, progress=bar)
+        errors = syncer.standing_errors(slugs)
     print(
-        f"ingested: {report.synced} slug(s) checked, {report.wrote} changed, {report.failed} failed"
-        f" in {report.seconds:.1f}s"
+        f"ingested: {report.synced} slug(s) checked, {report.wrote} changed, {len(errors)} file(s) with errors,"
+        f" {report.failed} failed in {report.seconds:.1f}s"
     )
-    return EXIT_ERROR if report.failed else 0
+    for path, error in errors:
+        print(f"  error: {path}: {error}", file=sys.stderr)
+    return EXIT_ERROR if report.failed or errors else 0
 
 
 def cmd_embed(args: argparse.Namespace, config: Config) -> int:
@@ -284,21 +289,58 @@ def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def cmd_import(args: argparse.Namespace, config: Config) -> int:
-    """Split a ChatGPT or Claude data export into conversation folders, which the daemon then stores.
+def cmd_verify(args: argparse.Namespace, config: Config) -> int:
+    """Re-read every folder and compare it with the database; print the drift per slug, exit 1 if any.
 
-    PATH is the export's .zip, its conversations.json, or the folder it was
-    unzipped to.  Each conversation becomes a folder in the conversations
-    folder; importing the same export again changes nothing, and a
-    conversation changed in a newer export is updated under the same slug.
-    Damaged conversations are listed and skipped (exit code 1).
+    Compares conversations (stored, from the same files), messages by
+    content hash, summaries, and vectors of the configured model (pending,
+    orphaned).  Never writes: `memoryd ingest --force` repairs stored text,
+    `memoryd embed` pending vectors.
+
+    Example: memoryd verify
+             memoryd verify --json
+    """
+    from memoryd.verify import verify
+
+    with _open_database(config) as db:
+        report = verify(db, config)
+    if args.json:
+        json.dump(report.as_dict(), sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        print(
+            f"verified {report.slugs} slug(s) against {report.conversations} conversation(s),"
+            f" {report.messages} message(s), {report.summaries} summary(ies) (model {report.model}):"
+            f" {len(report.drift)} drifted in {report.seconds:.1f}s"
+        )
+        for slug, drift in sorted(report.drift.items()):
+            print(slug)
+            for problem in drift.problems:
+                print(f"  {problem}")
+    return EXIT_ERROR if report.drift else 0
+
+
+def cmd_import(args: argparse.Namespace, config: Config) -> int:
+    """Split a ChatGPT or Claude data export, or a chat dataset, into conversation folders, which the daemon stores.
+
+    For chatgpt and claude, PATH is the export's .zip, its conversations.json,
+    or the folder it was unzipped to.  For jsonl, PATH is a file of one
+    conversation per line, in OpenAI chat shape ({"messages": [...]}) or
+    ShareGPT shape ({"conversations": [...]}).  Each conversation becomes a
+    folder in the conversations folder; importing the same file again changes
+    nothing, and a conversation changed in a newer export is updated under
+    the same slug.  Damaged conversations are listed and skipped (exit code 1).
 
     Example: memoryd import chatgpt ~/Downloads/chatgpt-export.zip
              memoryd import claude ~/Downloads/claude-export/conversations.json
+             memoryd import jsonl ~/datasets/sharegpt_sample.jsonl
     """
-    from memoryd.imports import import_export
+    from memoryd.exports import import_export, import_jsonl
 
-    report = import_export(args.source, Path(args.path), config.paths.conversations)
+    if args.source == "jsonl":
+        report = import_jsonl(Path(args.path), config.paths.conversations)
+    else:
+        report = import_export(args.source, Path(args.path), config.paths.conversations)
     print(
         f"imported {report.conversations} conversation(s) from {report.path} into {config.paths.conversations}:"
         f" {len(report.created)} new, {len(report.updated)} updated, {len(report.unchanged)} unchanged,"
@@ -430,6 +472,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "watch": cmd_watch,
     "install-service": cmd_install_service,
     "import": cmd_import,
+    "verify": cmd_verify,
 }
 
 
@@ -497,9 +540,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("watch")
     p = add("install-service")
     p.add_argument("--output", metavar="PATH", help="write the unit here instead of ~/.config/systemd/user/")
+    p = add("verify")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
     p = add("import")
-    p.add_argument("source", choices=("chatgpt", "claude"), help="which service the export comes from")
-    p.add_argument("path", metavar="PATH", help="the export's .zip, its conversations.json, or the unzipped folder")
+    p.add_argument("source", choices=("chatgpt", "claude", "jsonl"), help="which service the export comes from")
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help="the export's .zip, its conversations.json, or the unzipped folder; for jsonl, the dataset file",
+    )
     return parser
 
 

@@ -43,8 +43,10 @@ log = structlog.get_logger(__name__)
 # A query waits this long for the database before it is answered 503: a client
 # must not hang while the daemon itself waits out an outage.
 QUERY_DB_DEADLINE_S = 5.0
-# ...and this long for the model, on a daemon that has just started.
-QUERY_MODEL_WAIT_S = 60.0
+# ...and this long for the model, on a daemon that has just started: well
+# within the client's timeout (query_client.REQUEST_TIMEOUT_S), so that the
+# client hears why rather than timing out.
+QUERY_MODEL_WAIT_S = 30.0
 
 DAEMON_LOCK = 0x6D656D64  # "memd": one daemon per database
 

@@ -143,8 +143,15 @@ def insert_new_slugs(conn: psycopg.Connection[Any], items: Sequence[NewSlug]) ->
 # --- conversations and messages -------------------------------------------
 
 
-def upsert_conversation(conn: psycopg.Connection[Any], conv: Conversation, changes: SlugChanges) -> int:
-    """Insert or update the conversation row and diff its messages."""
+def upsert_conversation(
+    conn: psycopg.Connection[Any], conv: Conversation, changes: SlugChanges, *, recheck: bool = False
+) -> int:
+    """Insert or update the conversation row and diff its messages.
+
+    Messages of a conversation whose files did not change are not compared,
+    unless ``recheck`` (``ingest --force``): then rows changed behind
+    memoryd's back, as ``memoryd verify`` reports them, are repaired too.
+    """
     row = conn.execute(
         "SELECT id, content_hash, source_path FROM conversations WHERE slug = %s FOR UPDATE", (conv.slug,)
     ).fetchone()
@@ -171,6 +178,8 @@ def upsert_conversation(conn: psycopg.Connection[Any], conv: Conversation, chang
         conv_id, stored_hash, stored_path = row
         if stored_hash == conv.source_hash and stored_path == str(conv.source_path):
             changes.conversation = "unchanged"
+            if recheck:
+                _sync_messages(conn, int(conv_id), conv.messages, changes)
             return int(conv_id)
         conn.execute(
             "UPDATE conversations SET title = %s, created_date = %s, tags = %s, total_chars = %s,"
@@ -425,6 +434,22 @@ def record_problems(conn: psycopg.Connection[Any], slug: str, problems: Mapping[
     return fresh
 
 
+def standing_errors(conn: psycopg.Connection[Any], slugs: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """``(path, error)`` of every file whose last read failed (all slugs, or only ``slugs``), by path.
+
+    What ``memoryd ingest`` reports and exits 1 on: an error stands until the
+    file is fixed, whether or not this run re-read it.
+    """
+    if slugs is None:
+        rows = conn.execute("SELECT path, error FROM ingest_errors WHERE severity = 'error' ORDER BY path")
+    else:
+        rows = conn.execute(
+            "SELECT path, error FROM ingest_errors WHERE severity = 'error' AND slug = ANY(%s) ORDER BY path",
+            (list(slugs),),
+        )
+    return [(path, error) for path, error in rows]
+
+
 # --- embeddings ---------------------------------------------------------------
 
 
@@ -676,6 +701,7 @@ class StoredSlug:
     # (level, key) -> content hash, covers, topics, source path
     summaries: dict[tuple[int, str], tuple[str, list[Any], list[str], str]]
     problems: dict[str, tuple[str, str]]  # path -> (severity, error)
+    messages: list[StoredMessage] | None = None  # read only when asked (ingest --force re-compares them)
 
 
 def lock_slugs(conn: psycopg.Connection[Any], slugs: Sequence[str]) -> None:
@@ -686,8 +712,10 @@ def lock_slugs(conn: psycopg.Connection[Any], slugs: Sequence[str]) -> None:
     )
 
 
-def stored_slugs(conn: psycopg.Connection[Any], slugs: Sequence[str]) -> dict[str, StoredSlug]:
-    """Three queries for the stored state of many slugs that have a conversation (the others are absent)."""
+def stored_slugs(
+    conn: psycopg.Connection[Any], slugs: Sequence[str], *, messages: bool = False
+) -> dict[str, StoredSlug]:
+    """Three queries (four with ``messages``) for the stored state of many slugs that have a conversation."""
     conversations = {
         slug: (conv_id, content_hash, source_path)
         for slug, conv_id, content_hash, source_path in conn.execute(
@@ -706,8 +734,21 @@ def stored_slugs(conn: psycopg.Connection[Any], slugs: Sequence[str]) -> dict[st
         "SELECT slug, path, severity, error FROM ingest_errors WHERE slug = ANY(%s)", (list(slugs),)
     ):
         problems.setdefault(slug, {})[path] = (severity, error)
+    rows: dict[int, list[StoredMessage]] | None = None
+    if messages:
+        rows = {c[0]: [] for c in conversations.values()}
+        for conv_id, *fields in conn.execute(
+            "SELECT conversation_id, id, seq, content_hash, role, ts FROM messages WHERE conversation_id = ANY(%s)",
+            (list(rows),),
+        ):
+            rows[conv_id].append(StoredMessage(*fields))
     return {
-        slug: StoredSlug((content_hash, source_path), summaries.get(conv_id, {}), problems.get(slug, {}))
+        slug: StoredSlug(
+            (content_hash, source_path),
+            summaries.get(conv_id, {}),
+            problems.get(slug, {}),
+            None if rows is None else rows[conv_id],
+        )
         for slug, (conv_id, content_hash, source_path) in conversations.items()
     }
 
@@ -717,14 +758,24 @@ def nothing_to_write(
     conv: Conversation,
     parsed: Mapping[Path, list[Summary] | ParseError],
     problems: Mapping[str, tuple[str, str]],
+    *,
+    recheck: bool = False,
 ) -> bool:
     """True when syncing would write nothing: the rules of upsert_conversation, sync_summaries, record_problems.
+
+    With ``recheck`` the stored messages are compared too, by :func:`plan_messages` itself.
 
     Conservative: any doubt (a summary file that failed to parse) says False,
     and the slug goes through the writers, which decide exactly.
     """
     if stored.conversation != (conv.source_hash, str(conv.source_path)) or stored.problems != dict(problems):
         return False
+    if recheck:
+        if stored.messages is None:
+            return False
+        plan = plan_messages(stored.messages, conv.messages)
+        if plan.delete or plan.update or plan.insert:
+            return False
     wanted: dict[tuple[int, str], tuple[str, list[Any], list[str], str]] = {}
     for result in parsed.values():
         if isinstance(result, ParseError):

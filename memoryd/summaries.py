@@ -1,6 +1,6 @@
 """Summary folders → ``Summary`` values, one verdict per file.
 
-Pure, like ``parse.py``.  Results are per file because a file is the unit
+Pure, like ``memoryd.formats``.  Results are per file because a file is the unit
 that is edited: one bad file (or one bad line of a ``.jsonl``) turns that
 whole file into an error, which lets the store keep the summaries it already
 holds from that file while the folder's other files go on being synced.
@@ -8,7 +8,7 @@ holds from that file while the folder's other files go on being synced.
 Unlike transcripts, summary files are decoded strictly as UTF-8: tools write
 them, so bytes that are not UTF-8 mean a damaged file, and an error (which
 keeps the file's stored summaries) is safer than storing a repaired guess.
-Symlinks follow the same rule as in ``parse.py``: never out of the watched
+Symlinks follow the same rule as in ``memoryd.formats``: never out of the watched
 folder, loops refused.
 """
 
@@ -19,16 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memoryd.errors import ParseError
-from memoryd.parse import (
-    Fail,
-    is_file_or_link,
-    is_ignored_name,
-    load_json,
-    read_text,
-    readable_file,
-    resolve_link,
-    short_repr,
-)
+from memoryd.formats.common import Fail, load_json, short_repr
+from memoryd.formats.files import is_file_or_link, is_ignored_name, read_text, readable_file, resolve_link
 from memoryd.records import Summary, clean_text
 
 SUMMARY_SUFFIXES = (".json", ".jsonl")

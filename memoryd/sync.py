@@ -27,8 +27,9 @@ from memoryd import store
 from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.errors import Cancelled, DatabaseUnavailable, MemorydError, ParseError
-from memoryd.parse import parse_conversation
+from memoryd.formats import parse_conversation
 from memoryd.records import Conversation, Summary
+from memoryd.slugs import is_slug_name
 from memoryd.summaries import parse_summary_folder
 
 log = structlog.get_logger(__name__)
@@ -53,11 +54,6 @@ def bulk_workers(db: Database) -> int:
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cpus, MAX_BULK_WORKERS, db.max_connections - 2))
-
-
-def is_slug_name(name: str) -> bool:
-    """Hidden folders (``.git``, a tool's ``.staging``) are never conversations."""
-    return bool(name) and not name.startswith(".")
 
 
 def fingerprint(folder: Path) -> str | None:
@@ -96,6 +92,7 @@ class SlugInput:
     # None: the summaries folder exists but cannot be listed.
     summaries: dict[Path, list[Summary] | ParseError] | None = field(default_factory=dict)
     problems: dict[str, tuple[str, str]] = field(default_factory=dict)
+    recheck: bool = False  # compare stored messages even if the files did not change (ingest --force)
 
     def as_new_slug(self) -> store.NewSlug | None:
         """The bulk-insert form, when the slug parsed without any problem."""
@@ -181,7 +178,13 @@ class Syncer:
             log.debug("slug_unchanged", slug=inp.slug, **fields)
 
     def _sync_known(
-        self, slugs: list[str], report: ReconcileReport, step: Callable[[], None], should_stop: Callable[[], bool]
+        self,
+        slugs: list[str],
+        report: ReconcileReport,
+        step: Callable[[], None],
+        should_stop: Callable[[], bool],
+        *,
+        recheck: bool = False,
     ) -> None:
         """Sync slugs the database already has, KNOWN_BATCH to a transaction.
 
@@ -199,6 +202,7 @@ class Syncer:
             for slug in slugs[first : first + KNOWN_BATCH]:
                 try:
                     inputs.append(self.read_slug(slug))
+                    inputs[-1].recheck = recheck
                 except OSError:
                     inputs = []  # unreadable: slug by slug below, where the failure is recorded
                     break
@@ -212,7 +216,7 @@ class Syncer:
                     log.info("batch_sync_failed", slugs=len(inputs), error=str(exc).strip().splitlines()[0])
             if stored is None:
                 for slug in slugs[first : first + KNOWN_BATCH]:
-                    self._sync_guarded(slug, report)
+                    self._sync_guarded(slug, report, recheck=recheck)
                     step()
                 continue
             for inp, (changes, fresh) in zip(inputs, stored, strict=True):
@@ -232,7 +236,7 @@ class Syncer:
         :meth:`_store_slug`.
         """
         store.lock_slugs(conn, [inp.slug for inp in inputs])
-        stored = store.stored_slugs(conn, [inp.slug for inp in inputs])
+        stored = store.stored_slugs(conn, [inp.slug for inp in inputs], messages=any(i.recheck for i in inputs))
         results: list[tuple[store.SlugChanges, list[str]]] = []
         states: list[tuple[str, str | None, str | None]] = []
         for inp in inputs:
@@ -241,7 +245,7 @@ class Syncer:
                 known is not None
                 and inp.conversation is not None
                 and inp.summaries is not None
-                and store.nothing_to_write(known, inp.conversation, inp.summaries, inp.problems)
+                and store.nothing_to_write(known, inp.conversation, inp.summaries, inp.problems, recheck=inp.recheck)
             ):
                 results.append((store.SlugChanges(conversation="unchanged", errors=sorted(inp.problems)), []))
                 states.append((inp.slug, inp.conv_fp, inp.sum_fp))
@@ -256,7 +260,7 @@ class Syncer:
         store.lock_slug(conn, slug)
         conv_id: int | None
         if inp.conversation is not None:
-            conv_id = store.upsert_conversation(conn, inp.conversation, changes)
+            conv_id = store.upsert_conversation(conn, inp.conversation, changes, recheck=inp.recheck)
         elif inp.conv_failed:
             conv_id = store.conversation_id(conn, slug)  # the stored version stays
             changes.conversation = "failed"
@@ -298,6 +302,11 @@ class Syncer:
                     f" ({roots[1]}); move it there or point [paths] at its parent"
                 )
         return sorted(slugs)
+
+    def standing_errors(self, slugs: Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """``(path, error)`` of the files that could not be read, as recorded (all slugs or only ``slugs``)."""
+        scope = None if slugs is None else [_db_text(slug) for slug in slugs]
+        return self.db.run(store.standing_errors, scope)
 
     def slugs_to_sync(self, *, force: bool = False) -> list[str]:
         """Slugs whose folders differ from what the database saw at their last sync."""
@@ -394,7 +403,7 @@ class Syncer:
                     settle_oldest()
             while in_flight:
                 settle_oldest()
-        self._sync_known(sorted(s for s in todo if s not in new), report, step, should_stop)
+        self._sync_known(sorted(s for s in todo if s not in new), report, step, should_stop, recheck=force)
         report.seconds = time.monotonic() - started
         (log.info if log_summary else log.debug)(
             "reconciled",
@@ -433,11 +442,12 @@ class Syncer:
                 )
         return inserted
 
-    def _sync_guarded(self, target: str | SlugInput, report: ReconcileReport) -> None:
+    def _sync_guarded(self, target: str | SlugInput, report: ReconcileReport, *, recheck: bool = False) -> None:
         """Sync one slug; a slug the database or the filesystem refuses does not stop the others."""
         slug = target if isinstance(target, str) else target.slug
         try:
             inp = self.read_slug(target) if isinstance(target, str) else target
+            inp.recheck = recheck
             changes = self._sync_input(inp, time.monotonic())
         except (DatabaseUnavailable, Cancelled):
             raise

@@ -48,6 +48,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from memoryd.slugs import is_slug_name
+
 __all__ = [
     "FolderWatcher",
     "ObserverFactory",
@@ -139,7 +141,7 @@ def slug_for_path(
         if not target.startswith(prefix):
             continue
         slug, sep, _ = target[len(prefix) :].partition(os.sep)
-        if not slug or slug.startswith(".") or (not sep and not is_directory):
+        if not is_slug_name(slug) or (not sep and not is_directory):
             return None
         return slug
     return None

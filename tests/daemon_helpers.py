@@ -15,7 +15,7 @@ import psycopg
 from memoryd.config import Config
 from memoryd.daemon import Daemon
 from memoryd.errors import ParseError
-from memoryd.parse import parse_conversation
+from memoryd.formats import parse_conversation
 from memoryd.summaries import parse_summary_folder
 
 

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.errors import ParseError
-from memoryd.imports import ImportReport, import_export
-from memoryd.parse import parse_conversation, read_bytes
+from memoryd.exports import ImportReport, import_export, import_jsonl
+from memoryd.formats import parse_conversation, read_bytes
 from memoryd.records import ROLES, Conversation
 from memoryd.summaries import parse_summary_folder
 from memoryd.sync import Syncer
@@ -99,8 +99,8 @@ def test_non_utf8_meta_json_is_decoded_with_a_warning(tmp_path: Path) -> None:
         ("conversation.json", b"\xef\xbb\xbf", "empty file"),
         ("messages.jsonl", b'{"role": "user", "content": "cut', "invalid JSON"),
         ("conversation.json", b'{"messages": [{"role": "user", "content": "a"}', "invalid JSON"),
-        ("conversation.json", b'[{"role": "user", "content": "a"}]', "expected a JSON object, got an array"),
-        ("messages.jsonl", b"[1, 2]\n", "expected a JSON object, got an array"),
+        ("conversation.json", b'[{"role": "user", "content": "a"}]', "an array of messages, not a conversation"),
+        ("messages.jsonl", b"[1, 2]\n", "an array, not a message"),
         ("conversation.md", b"\x00" * 100, "not text"),
     ],
 )
@@ -455,12 +455,93 @@ def test_10mb_message_is_stored(db: Database, config: Config) -> None:
 # --- fuzzing: random and mutated files, through the parsers and a full ingest
 
 
+_ROOT_UUID = "00000000-0000-4000-8000-000000000000"
+# Claude branches (a retried answer), ChatGPT turns addressed to tools, and
+# messages.jsonl in OpenAI (content parts, tool_calls) and ShareGPT shapes.
+_SHAPE_SEEDS: list[tuple[str, object]] = [
+    (
+        "conversation.json",
+        {
+            "name": "branches",
+            "chat_messages": [
+                {
+                    "uuid": "a",
+                    "parent_message_uuid": _ROOT_UUID,
+                    "sender": "human",
+                    "text": "Q",
+                    "created_at": "2025-01-01T00:00:00Z",
+                },
+                {
+                    "uuid": "b",
+                    "parent_message_uuid": "a",
+                    "sender": "assistant",
+                    "text": "old",
+                    "created_at": "2025-01-01T00:01:00Z",
+                },
+                {
+                    "uuid": "c",
+                    "parent_message_uuid": "a",
+                    "sender": "assistant",
+                    "text": "new",
+                    "created_at": "2025-01-01T00:02:00Z",
+                },
+            ],
+        },
+    ),
+    (
+        "conversation.json",
+        {
+            "current_node": "t",
+            "mapping": {
+                "u": {
+                    "parent": None,
+                    "message": {
+                        "author": {"role": "user"},
+                        "recipient": "all",
+                        "content": {"content_type": "text", "parts": ["draw"]},
+                    },
+                },
+                "p": {
+                    "parent": "u",
+                    "message": {
+                        "author": {"role": "assistant"},
+                        "recipient": "dalle.text2im",
+                        "content": {"content_type": "text", "parts": ["{}"]},
+                    },
+                },
+                "t": {
+                    "parent": "p",
+                    "message": {
+                        "author": {"role": "tool"},
+                        "recipient": "all",
+                        "content": {
+                            "content_type": "multimodal_text",
+                            "parts": [{"content_type": "image_asset_pointer"}],
+                        },
+                    },
+                },
+            },
+        },
+    ),
+]
+_JSONL_SEEDS = [
+    b'{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url"}]}\n'
+    b'{"role": "assistant", "content": null, "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}\n'
+    b'{"role": "tool", "content": "ok"}\n',
+    b'{"from": "human", "value": "hi"}\n{"from": "gpt", "value": "hello"}\n',
+]
+DATASET = FIXTURES / "datasets" / "chat.jsonl"
+
+
 def _seeds() -> list[tuple[str, bytes]]:
     seeds = [("conversation.md", path.read_bytes()) for path in sorted((FIXTURES / "markdown").iterdir())]
     seeds += [(path.name, path.read_bytes()) for path in sorted((FIXTURES / "native").iterdir())]
     for source in ("chatgpt", "claude"):
         first = json.loads((FIXTURES / source / "conversations.json").read_text(encoding="utf-8"))[0]
         seeds.append(("conversation.json", json.dumps(first, ensure_ascii=False).encode("utf-8")))
+    seeds += [(name, json.dumps(doc).encode("utf-8")) for name, doc in _SHAPE_SEEDS]
+    seeds += [("messages.jsonl", data) for data in _JSONL_SEEDS]
+    seeds += [("conversation.json", line) for line in DATASET.read_bytes().splitlines()]  # OpenAI and ShareGPT
     return seeds
 
 
@@ -582,6 +663,30 @@ def test_import_fuzz(tmp_path: Path, source: str, data: st.DataObject) -> None:
     if isinstance(report, ParseError):
         assert report.path == export
         return
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(report.created)
+    for slug in written:
+        assert parse_conversation(out / slug).messages
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150, deadline=None)
+@given(data=st.data())
+def test_import_jsonl_fuzz(tmp_path: Path, data: st.DataObject) -> None:
+    """A mutated dataset gives a report or a ParseError; every line is accounted for once, every folder parses."""
+    dataset = tmp_path / f"dataset{next(_COUNTER)}.jsonl"
+    dataset.write_bytes(data.draw(mutations(DATASET.read_bytes()) | st.binary(max_size=200)))
+    out = tmp_path / f"out{next(_COUNTER)}"
+    report: ImportReport | ParseError
+    try:
+        report = import_jsonl(dataset, out)
+    except ParseError as exc:
+        report = exc
+    if isinstance(report, ParseError):
+        assert report.path == dataset
+        return
+    lines = sum(1 for line in dataset.read_bytes().split(b"\n") if line.strip())
+    outcomes = [report.created, report.updated, report.unchanged, report.skipped, report.errors]
+    assert sum(len(outcome) for outcome in outcomes) == lines
     written = sorted(p.name for p in out.iterdir())
     assert written == sorted(report.created)
     for slug in written:

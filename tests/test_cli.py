@@ -234,7 +234,9 @@ def test_init_twice_applies_each_migration_once(cli: Cli, empty_dsn: str) -> Non
 def test_ingest_embed_search_finds_the_firewall_conversation(indexed: Indexed) -> None:
     """ingest → embed → `search --json` exit 0 and rank the firewall conversation first for a ports query."""
     assert indexed.ingest.returncode == 0, indexed.ingest.stderr
-    assert indexed.ingest.stdout.startswith("ingested: 2 slug(s) checked, 2 changed, 0 failed in ")
+    assert indexed.ingest.stdout.startswith(
+        "ingested: 2 slug(s) checked, 2 changed, 0 file(s) with errors, 0 failed in "
+    )
     assert indexed.embed.returncode == 0, indexed.embed.stderr
     assert indexed.embed.stdout.startswith("embedded 8 text(s) in 8 chunk(s) in ")
 
@@ -331,6 +333,23 @@ def test_ingest_outside_the_folders_is_an_error(cli: Cli, tmp_path: Path) -> Non
         f" or the summaries folder ({cli.summaries.resolve()}); move it there or point [paths] at its parent"
     )
     assert result.stdout == ""
+
+
+def test_ingest_with_a_broken_file_exits_1_and_counts_it(cli: Cli) -> None:
+    """`ingest` exits 1 while a file has an error, counts the files with errors and names each one, run after run."""
+    write_conversation(cli.conversations, "2025-01-01__good", [("user", "fine"), ("assistant", "yes")])
+    broken = cli.conversations / "2025-01-02__broken"
+    broken.mkdir()
+    (broken / "messages.jsonl").write_text('{"role": "user", "content": "cut', encoding="utf-8")
+    for _ in range(2):  # the second run re-reads nothing, yet the error still stands
+        result = cli.run("ingest")
+        assert result.returncode == 1, result.stderr
+        assert ", 1 file(s) with errors, 0 failed in " in result.stdout
+        assert f"  error: {broken / 'messages.jsonl'}: line 1: invalid JSON" in result.stderr
+    (broken / "messages.jsonl").write_text('{"role": "user", "content": "fixed"}\n', encoding="utf-8")
+    result = cli.run("ingest")
+    assert result.returncode == 0, result.stderr
+    assert ", 0 file(s) with errors, 0 failed in " in result.stdout
 
 
 def test_bad_config_file_exits_2(cli: Cli) -> None:

@@ -19,12 +19,12 @@ from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.embed import Embedder
 from memoryd.errors import MemorydError, ParseError
-from memoryd.imports import MAX_SLUG_BYTES, import_export, iter_export, short_id, slug_for
-from memoryd.parse import parse_conversation
+from memoryd.exports import import_export, iter_export
+from memoryd.formats import parse_conversation
 from memoryd.sync import Syncer
 from tests.daemon_helpers import database_mismatch, fast_config, running_daemon, wait_for
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 CHATGPT = FIXTURES / "chatgpt" / "conversations.json"
 CLAUDE = FIXTURES / "claude" / "conversations.json"
 CHATGPT_SLUGS = ["2024-06-25__orage_codé_textuel", "2024-06-26__new_chat", "2024-06-26__new_chat__7c5d1a0e"]
@@ -67,7 +67,7 @@ def test_chatgpt_export_becomes_folders(tmp_path: Path) -> None:
     root = tmp_path / "conversations"
     report = import_export("chatgpt", CHATGPT, root)
     assert report.created == CHATGPT_SLUGS
-    assert report.skipped == ["conversation 3 ('Vide'): no visible message"]
+    assert report.skipped == ["conversation 4 ('Vide'): no visible message"]
     assert (report.updated, report.unchanged, report.errors, report.warnings) == ([], [], [], [])
     assert sorted(p.name for p in root.iterdir()) == CHATGPT_SLUGS
     storm = root / CHATGPT_SLUGS[0]
@@ -81,7 +81,7 @@ def test_chatgpt_export_becomes_folders(tmp_path: Path) -> None:
     assert (conversation.title, conversation.created_date, len(conversation.messages)) == (
         "Orage codé / textuel",
         date(2024, 6, 25),
-        6,
+        5,
     )
 
 
@@ -97,7 +97,7 @@ def test_claude_export_becomes_folders(tmp_path: Path) -> None:
     """A Claude export gives one folder per non-empty conversation, `name` as title, untitled when blank."""
     report = import_export("claude", CLAUDE, tmp_path)
     assert report.created == CLAUDE_SLUGS
-    assert report.skipped == ["conversation 2 ('Jamais commencée'): no visible message"]
+    assert report.skipped == ["conversation 3 ('Jamais commencée'): no visible message"]
     conversation = parse_conversation(tmp_path / CLAUDE_SLUGS[0])
     assert (conversation.title, conversation.source_format) == ("Plan de migration", "claude")
     assert [m.role for m in conversation.messages] == ["user", "assistant", "user", "assistant"]
@@ -154,7 +154,7 @@ def test_second_import_changes_nothing_in_the_database(db: Database, config: Con
     assert (first.checked, first.wrote, first.failed) == (3, 3, 0)
     with db.connection() as conn:
         before = _snapshot(conn)
-        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (10,)
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (9,)
         assert conn.execute("SELECT DISTINCT source_format FROM conversations").fetchall() == [("chatgpt",)]
     import_export("chatgpt", CHATGPT, config.paths.conversations)
     assert syncer.slugs_to_sync() == []
@@ -228,7 +228,7 @@ def test_duplicate_ids_in_one_export(tmp_path: Path) -> None:
     )
     assert report.created == CHATGPT_SLUGS[:2]
     assert report.skipped == [
-        f"conversation 2 ('New chat'): same conversation id as {CHATGPT_SLUGS[1]}, already imported"
+        f"conversation 3 ('New chat'): same conversation id as {CHATGPT_SLUGS[1]}, already imported"
     ]
 
 
@@ -237,61 +237,6 @@ def test_no_staging_folder_is_left(tmp_path: Path) -> None:
     import_export("chatgpt", CHATGPT, tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert [p.name for p in tmp_path.rglob(".*")] == []
-
-
-# --- slugs
-
-
-@pytest.mark.parametrize(
-    ("created", "title", "slug"),
-    [
-        (date(2025, 6, 25), "Orage codé textuel", "2025-06-25__orage_codé_textuel"),
-        (date(2025, 6, 25), "a/b\\c: d?*<>|\"e'f", "2025-06-25__a_b_c_d_e_f"),
-        (date(2025, 6, 25), "tab\there\nnew\x00line\x7f\u200b", "2025-06-25__tab_here_new_line"),
-        (date(2025, 6, 25), "  🎉🎉  ", "2025-06-25__untitled"),
-        (date(2025, 6, 25), "", "2025-06-25__untitled"),
-        (None, "Résumé", "undated__résumé"),
-        (date(2025, 6, 25), "Cafe\u0301 ÉTÉ", "2025-06-25__café_été"),
-        (date(2025, 6, 25), "日本語 の テスト", "2025-06-25__日本語_の_テスト"),
-        (date(2025, 6, 25), "../../etc/passwd", "2025-06-25__etc_passwd"),
-        (date(2025, 6, 25), ".hidden", "2025-06-25__hidden"),
-    ],
-)
-def test_slug_for(created: date | None, title: str, slug: str) -> None:
-    """Slugs are date__lower_case_words: any script, no separators, controls or invisible characters (NFC)."""
-    assert slug_for(created, title) == slug
-
-
-@pytest.mark.parametrize("title", ["word " * 40, "é" * 100, "日本語" * 30, "x" * 500])
-def test_long_titles_are_cut_by_bytes(title: str) -> None:
-    """A slug never exceeds MAX_SLUG_BYTES bytes, suffix included, and never cuts a character in half."""
-    for suffix in ("", "6a1c2b3d"):
-        slug = slug_for(date(2025, 1, 1), title, suffix=suffix)
-        assert len(slug.encode("utf-8")) <= MAX_SLUG_BYTES
-        assert slug.endswith(f"__{suffix}" if suffix else "")
-        assert not slug.endswith("_" if not suffix else "___")
-
-
-def test_words_are_cut_at_a_boundary() -> None:
-    """A long title loses whole words where it can."""
-    slug = slug_for(date(2025, 1, 1), "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi")
-    assert slug == "2025-01-01__alpha_beta_gamma_delta_epsilon_zeta_eta_theta_iota_kappa_lambda_mu"
-
-
-@pytest.mark.parametrize(
-    ("conversation_id", "expected"),
-    [("6a1c2b3d-1111-4000-8000-000000000001", "6a1c2b3d"), ("ABC-def-123", "abcdef12")],
-)
-def test_short_id(conversation_id: str, expected: str) -> None:
-    """The short id is the id's first letters and digits, lower-cased."""
-    assert short_id(conversation_id) == expected
-
-
-def test_short_id_of_odd_ids_is_a_hash() -> None:
-    """An id with too few letters and digits is hashed: still stable and filesystem-safe."""
-    assert short_id("é/é") == short_id("é/é")
-    assert short_id("é/é").isalnum()
-    assert len(short_id("é/é")) == 8
 
 
 # --- zips, folders, damaged exports
@@ -353,11 +298,15 @@ def test_zip_bomb_is_refused_by_declared_size(tmp_path: Path) -> None:
 
 
 def test_damaged_zip(tmp_path: Path) -> None:
-    """A zip cut in half is a ParseError, not a crash."""
+    """A zip cut in half is reported as a truncated zip, not as bad JSON."""
     whole = zip_of(tmp_path / "a.zip", {"conversations.json": CHATGPT.read_bytes()}).read_bytes()
     (tmp_path / "b.zip").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(ParseError):
+    with pytest.raises(ParseError) as info:
         import_export("chatgpt", tmp_path / "b.zip", tmp_path / "out")
+    assert info.value.reason == (
+        "a truncated or damaged zip: it starts like a zip archive but its end (the list of its files) is missing;"
+        " download the export again"
+    )
 
 
 def test_truncated_export_keeps_what_came_before(tmp_path: Path) -> None:
@@ -378,9 +327,9 @@ def test_damaged_conversations_are_skipped(tmp_path: Path) -> None:
     report = import_export("chatgpt", write_export(tmp_path / "e.json", conversations), tmp_path / "out")
     assert report.created == [CHATGPT_SLUGS[1]]
     assert report.errors == [
-        "conversation 0: expected a JSON object, got list",
-        "conversation 1 ('no mapping'): not a ChatGPT conversation (no 'mapping')",
-        "conversation 3: mapping: expected an object, got an array",
+        "conversation 1: expected a JSON object, got an array",
+        "conversation 2 ('no mapping'): not a ChatGPT conversation (no 'mapping')",
+        "conversation 4: mapping: expected an object, got an array",
     ]
 
 
@@ -388,7 +337,15 @@ def test_damaged_conversations_are_skipped(tmp_path: Path) -> None:
     ("content", "reason"),
     [
         ("", "empty file"),
-        ('"text"', "expected a JSON array of conversations (at character 0)"),
+        (
+            '"text"',
+            "expected a JSON array of conversations, or one conversation object; found a string (at character 0)",
+        ),
+        (
+            '{"mapping": {}}\n{"mapping": {}}\n',
+            "extra data after the JSON value: another object follows, as in a file of one conversation per line"
+            " (JSONL); for such a dataset, run `memoryd import jsonl FILE` (at character 16)",
+        ),
         ("  [ ", "cut short: the array of conversations ends after 0 element(s) (at character 4)"),
         ("[{]", "invalid JSON: Expecting property name enclosed in double quotes (at character 2)"),
     ],
@@ -484,7 +441,7 @@ def test_cli_import(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"imported 4 conversation(s) from {CHATGPT} into {tmp_path / 'conversations'}:")
     assert lines[0].split(": ", 1)[1].startswith("3 new, 0 updated, 0 unchanged, 1 skipped, 0 damaged in ")
-    assert lines[1:] == ["  skipped: conversation 3 ('Vide'): no visible message"]
+    assert lines[1:] == ["  skipped: conversation 4 ('Vide'): no visible message"]
     assert sorted(p.name for p in (tmp_path / "conversations").iterdir()) == CHATGPT_SLUGS
     again = run_import(tmp_path, "chatgpt", str(CHATGPT))
     assert "0 new, 0 updated, 3 unchanged, 1 skipped, 0 damaged" in again.stdout
@@ -498,4 +455,4 @@ def test_cli_import_errors(tmp_path: Path) -> None:
     damaged = write_export(tmp_path / "e.json", [*export_list(CLAUDE)[:1], {"chat_messages": 3}])
     result = run_import(tmp_path, "claude", str(damaged))
     assert result.returncode == 1
-    assert result.stderr == "  error: conversation 1: chat_messages: expected an array, got a number\n"
+    assert result.stderr == "  error: conversation 2: chat_messages: expected an array, got a number\n"
