@@ -33,6 +33,7 @@ from memoryd.records import ROLES
 if TYPE_CHECKING:
     from memoryd.api import Memory
     from memoryd.db import Database
+    from memoryd.exports import ImportReport
 
 
 EXIT_ERROR = 1
@@ -321,25 +322,37 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_import(args: argparse.Namespace, config: Config) -> int:
-    """Split a ChatGPT or Claude data export, or a chat dataset, into conversation folders, which the daemon stores.
+    """Turn a data export, a chat dataset or an agent's session logs into conversation folders, which the daemon stores.
 
-    For chatgpt and claude, PATH is the export's .zip, its conversations.json,
-    or the folder it was unzipped to.  For jsonl, PATH is a file of one
+    chatgpt, claude: PATH is the export's .zip, its conversations.json, or
+    the folder it was unzipped to.  jsonl: PATH is a file of one
     conversation per line, in OpenAI chat shape ({"messages": [...]}) or
-    ShareGPT shape ({"conversations": [...]}).  Each conversation becomes a
-    folder in the conversations folder; importing the same file again changes
-    nothing, and a conversation changed in a newer export is updated under
-    the same slug.  Damaged conversations are listed and skipped (exit code 1).
+    ShareGPT shape ({"conversations": [...]}).  claude-code, codex: PATH is
+    the agent's session folder (default ~/.claude/projects,
+    ~/.codex/sessions) or one session .jsonl; each session (and each
+    sub-agent run) becomes a folder, compaction summaries go to the
+    summaries folder.  Importing the same source again changes nothing; what
+    changed is updated under the same slug.  Damaged conversations are
+    listed and skipped (exit code 1).
 
     Example: memoryd import chatgpt ~/Downloads/chatgpt-export.zip
              memoryd import claude ~/Downloads/claude-export/conversations.json
              memoryd import jsonl ~/datasets/sharegpt_sample.jsonl
+             memoryd import claude-code
+             memoryd import codex ~/.codex/sessions/2026/05
     """
-    from memoryd.exports import import_export, import_jsonl
+    if args.source in ("claude-code", "codex"):
+        report = _import_sessions(args.source, args.path, config)
+    elif args.path is None:
+        print(f"memoryd: error: import {args.source} needs PATH", file=sys.stderr)
+        return EXIT_CONFIG
+    elif args.source == "jsonl":
+        from memoryd.exports import import_jsonl
 
-    if args.source == "jsonl":
         report = import_jsonl(Path(args.path), config.paths.conversations)
     else:
+        from memoryd.exports import import_export
+
         report = import_export(args.source, Path(args.path), config.paths.conversations)
     print(
         f"imported {report.conversations} conversation(s) from {report.path} into {config.paths.conversations}:"
@@ -353,6 +366,22 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     for line in report.errors:
         print(f"  error: {line}", file=sys.stderr)
     return EXIT_ERROR if report.errors else 0
+
+
+def _import_sessions(source: str, path: str | None, config: Config) -> ImportReport:
+    """An agent's session logs (default: where the agent writes them) → conversation folders."""
+    from memoryd.exports import claude_code, codex
+
+    if source == "claude-code":
+        importer, default = claude_code.import_claude_code, claude_code.DEFAULT_DIR
+    else:
+        importer, default = codex.import_codex, codex.DEFAULT_DIR
+    return importer(
+        Path(path) if path else default,
+        config.paths.conversations,
+        config.paths.summaries,
+        tool_result_chars=config.sources.tool_result_chars,
+    )
 
 
 def _psql_binary() -> str:
@@ -544,11 +573,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the report as JSON")
 
     p = add("import")
-    p.add_argument("source", choices=("chatgpt", "claude", "jsonl"), help="which service the export comes from")
+    p.add_argument(
+        "source",
+        choices=("chatgpt", "claude", "jsonl", "claude-code", "codex"),
+        help="which service, dataset or agent wrote it",
+    )
     p.add_argument(
         "path",
         metavar="PATH",
-        help="the export's .zip, its conversations.json, or the unzipped folder; for jsonl, the dataset file",
+        nargs="?",
+        help="the export's .zip, conversations.json or unzipped folder; for jsonl, the dataset file;"
+        " an agent's session folder or .jsonl",
     )
     return parser
 

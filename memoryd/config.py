@@ -84,6 +84,15 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SourcesConfig:
+    """Agent session log folders the daemon mirrors into conversation folders (unset: not mirrored)."""
+
+    claude_code: Path | None = None
+    codex: Path | None = None
+    tool_result_chars: int = 2000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     paths: PathsConfig = PathsConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -91,6 +100,7 @@ class Config:
     watch: WatchConfig = WatchConfig()
     log: LogConfig = LogConfig()
     service: ServiceConfig = ServiceConfig()
+    sources: SourcesConfig = SourcesConfig()
     source: Path | None = None
     """The configuration file that was read, if any."""
 
@@ -102,6 +112,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "watch": WatchConfig,
     "log": LogConfig,
     "service": ServiceConfig,
+    "sources": SourcesConfig,
 }
 
 

@@ -32,6 +32,7 @@ from memoryd.api import LocalMemory
 from memoryd.config import Config
 from memoryd.db import Database, RetryPolicy
 from memoryd.errors import AlreadyRunning, Cancelled, DatabaseUnavailable, EmbedError
+from memoryd.mirror import SourceMirror
 from memoryd.query_client import socket_path
 from memoryd.query_service import QueryService
 from memoryd.sync import Syncer
@@ -124,6 +125,7 @@ class Daemon:
         self.ready = threading.Event()
         self.embedder_ready = threading.Event()
         self.failure: BaseException | None = None
+        self._mirror: SourceMirror | None = None  # [sources]: agent session logs mirrored into folders
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -149,12 +151,16 @@ class Daemon:
         try:
             self.retry.call(lock.acquire)
             watch = self.config.watch
-            with FolderWatcher(
-                self.config.paths.conversations,
-                self.config.paths.summaries,
-                debounce_s=watch.debounce_ms / 1000,
-                max_wait_s=watch.max_wait_ms / 1000,
-            ) as watcher:
+            with (
+                FolderWatcher(
+                    self.config.paths.conversations,
+                    self.config.paths.summaries,
+                    debounce_s=watch.debounce_ms / 1000,
+                    max_wait_s=watch.max_wait_ms / 1000,
+                ) as watcher,
+                SourceMirror(self.config, debounce_s=watch.debounce_ms / 1000) as mirror,
+            ):
+                self._mirror = mirror
                 self._embedder_thread = threading.Thread(target=self._embed_loop, name="memoryd-embedder", daemon=True)
                 self._embedder_thread.start()
                 self._start_query_service()
@@ -201,6 +207,8 @@ class Daemon:
                 if wrote:
                     self._embed_wanted.set()
                     self.notifier.status(self._status_line())
+            if self._mirror is not None:
+                self._mirror.poll()  # folders it writes come back as watcher batches
             if (batch is not None and batch.rescan) or time.monotonic() >= next_rescan:
                 self._reconcile(syncer)
                 next_rescan = time.monotonic() + self.config.watch.rescan_interval_s
@@ -210,6 +218,8 @@ class Daemon:
         return report.wrote
 
     def _reconcile(self, syncer: Syncer) -> None:
+        if self._mirror is not None:
+            self._mirror.mirror_all()
         report = syncer.reconcile(should_stop=lambda: self.stopping, progress=lambda *_: self.notifier.heartbeat())
         pruned = self.db.run(store.prune_vector_cache)
         if pruned:

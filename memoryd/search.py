@@ -8,11 +8,16 @@
   stemmed as both English and French with accents folded (see
   ``sql/002_fulltext.sql``).  Score: ``ts_rank``.
 - ``hybrid``: both candidate lists, each ``max(CANDIDATES, k)`` texts long, fused by
-  reciprocal rank fusion.  Score: ``Σ 1 / (60 + rank)`` over the lists the hit
-  is in; the rank in each list is kept on the hit.  The vector list finds
-  paraphrases, the text list the exact rare word (a code, a surname) that an
-  embedding blurs; a query whose words are all common (see
-  ``TEXT_COMMON_ROWS``) has no text list.
+  weighted reciprocal rank fusion.  Score: ``Σ weight / (60 + rank)`` over the
+  lists the hit is in (FUSION_WEIGHTS: the text list counts twice); the rank
+  in each list is kept on the hit.  The vector list finds paraphrases, the
+  text list the exact rare word (a code, a surname) that an embedding blurs;
+  a query whose words are all common (see ``TEXT_COMMON_ROWS``) has no text
+  list.  Two more kinds of lists join the fusion: when the query names days
+  ("on 3 Jan 2024", "last May": memoryd.querydates) and no date filter is
+  set, both scans again within those days; and for each list holding
+  summaries, the messages they cover, at their summary's rank, so a summary
+  that matches lifts the turns it was written from.
 
 Filters (slug, role, summary level, dates, kind) are applied inside both
 scans.  The vector scan has two strategies:
@@ -36,7 +41,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -45,6 +50,7 @@ import psycopg
 from psycopg import sql
 
 from memoryd.filters import SearchFilters
+from memoryd.querydates import day_ranges
 from memoryd.vectors import distance as vector_distance
 from memoryd.vectors import model_predicate
 
@@ -58,6 +64,21 @@ SNIPPET_CHARS = 240
 # Reciprocal rank fusion's constant (Cormack et al. 2009): large enough that
 # being first in one list is not worth much more than being third in both.
 RRF_K = 60
+# Each candidate list's vote in the fusion: ``weight / (RRF_K + rank)``.
+# Chosen on bench/retrieval.py (REALTALK, 726 questions; README "Retrieval
+# quality"): with equal votes the weaker vector list pulled hybrid below text
+# alone at hit@1; text counting twice keeps hybrid at or above the better of
+# the two at every k.  ``*_dated``: the same scans within the days the query
+# names (memoryd.querydates); ``*_covered``: the messages that the summaries
+# of a list cover, at their summary's rank.
+FUSION_WEIGHTS: dict[str, float] = {
+    "text": 2.0,
+    "vector": 1.0,
+    "text_dated": 2.0,
+    "vector_dated": 1.0,
+    "text_covered": 1.0,
+    "vector_covered": 0.5,
+}
 # The HNSW candidate list (hnsw.ef_search) is never shorter than this.  At
 # 200,000 chunks, with the index of vectors.ensure_vector_index, 100 gives a
 # recall@10 of 0.99 against exact search in about 4 ms, 40 only 0.97
@@ -126,6 +147,7 @@ class Candidate:
     score: float
     chunk_start: int | None = None  # the best chunk, for vector candidates
     chunk_end: int | None = None
+    rank: int | None = None  # its rank in the list when several share one (messages of one summary)
 
 
 @dataclass(slots=True)
@@ -184,27 +206,115 @@ def search_query(
             text_candidates(conn, words, filters, candidates=candidates) if mode == "text" or words.selective else []
         )
     if mode == "hybrid":
+        if words is not None:
+            lists.update(_dated_lists(conn, query, words, filters, candidates))
+        lists.update(_covered_lists(conn, lists, filters))
         fused = fuse(lists)
     else:
         fused = [Fused(c.kind, c.ref_id, c.score, {mode: n}, _chunk_of(c)) for n, c in enumerate(lists[mode], start=1)]
     return _hits(conn, fused[:k], query.text, words)
 
 
-def fuse(lists: dict[str, list[Candidate]], *, rrf_k: int = RRF_K) -> list[Fused]:
-    """Reciprocal rank fusion: each list adds ``1 / (rrf_k + rank)`` to the hits it holds, best first.
+def fuse(
+    lists: dict[str, list[Candidate]], *, rrf_k: int = RRF_K, weights: dict[str, float] | None = None
+) -> list[Fused]:
+    """Weighted reciprocal rank fusion: each list adds ``weight / (rrf_k + rank)`` to its hits, best first.
 
-    Ties go to the hit with the better best rank, then to a fixed order, so
-    results never shuffle between runs.
+    A list's weight comes from ``weights`` (default FUSION_WEIGHTS; 1 for a
+    list it does not name).  Ties go to the hit with the better best rank,
+    then to a fixed order, so results never shuffle between runs.
     """
+    weights = FUSION_WEIGHTS if weights is None else weights
     merged: dict[tuple[str, int], Fused] = {}
     for name, candidates in lists.items():
-        for rank, c in enumerate(candidates, start=1):
+        weight = weights.get(name, 1.0)
+        for n, c in enumerate(candidates, start=1):
+            rank = c.rank or n
             entry = merged.setdefault((c.kind, c.ref_id), Fused(c.kind, c.ref_id))
-            entry.score += 1.0 / (rrf_k + rank)
+            entry.score += weight / (rrf_k + rank)
             entry.ranks[name] = rank
             if entry.chunk is None:
                 entry.chunk = _chunk_of(c)
     return sorted(merged.values(), key=lambda f: (-f.score, min(f.ranks.values()), f.kind, f.ref_id))
+
+
+def _dated_lists(
+    conn: psycopg.Connection[Any], query: SearchQuery, words: TextQuery, filters: SearchFilters, candidates: int
+) -> dict[str, list[Candidate]]:
+    """The vector and text candidates again, within the days the query names ("on 3 Jan 2024", "last May").
+
+    A soft preference, not a filter: fused with the unfiltered lists, texts of
+    those days (a day either side, see querydates.DAY_MARGIN) rank higher.
+    Nothing is added when the query names no day or the caller already
+    filters by date.
+    """
+    if filters.dated:
+        return {}
+    ranges = day_ranges(query.text)
+    if not ranges:
+        return {}
+    dated = replace(filters, since=ranges[0].widened().first, until=ranges[-1].widened().last)
+    lists: dict[str, list[Candidate]] = {}
+    if query.vector is not None:
+        lists["vector_dated"] = vector_candidates(conn, query, dated, texts=candidates)
+    if words.selective:
+        lists["text_dated"] = text_candidates(conn, words, dated, candidates=candidates)
+    return lists
+
+
+def _covered_lists(
+    conn: psycopg.Connection[Any], lists: dict[str, list[Candidate]], filters: SearchFilters
+) -> dict[str, list[Candidate]]:
+    """For each list holding summaries, the messages they cover, each at its summary's rank.
+
+    So a summary that matches the question lifts the turns it was written
+    from, which hold the details.  The covered messages pass the same
+    filters (roles, dates) as any candidate; a message covered by several
+    summaries keeps its best rank.
+    """
+    if not filters.includes_messages:
+        return {}
+    ranked = {
+        name: {c.ref_id: n for n, c in enumerate(found, start=1) if c.kind == "summary"}
+        for name, found in lists.items()
+        if name in ("vector", "text")
+    }
+    ids = sorted({i for summaries in ranked.values() for i in summaries})
+    if not ids:
+        return {}
+    params: dict[str, Any] = {"ids": ids}
+    conditions: list[sql.Composable] = [sql.SQL("s.id = ANY(%(ids)s)")]
+    if filters.roles:
+        conditions.append(sql.SQL("m.role = ANY(%(roles)s)"))
+        params["roles"] = list(filters.roles)
+    if filters.dated:
+        conditions.append(
+            sql.SQL("COALESCE(m.day, (SELECT c.created_date FROM conversations AS c WHERE c.id = s.conversation_id)) ")
+            + _IN_DAY_RANGE
+        )
+        _date_params(filters, params)
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT s.id, m.id FROM summaries AS s"
+            " CROSS JOIN LATERAL jsonb_array_elements_text(s.covers) AS covered(seq)"
+            " JOIN messages AS m ON m.conversation_id = s.conversation_id AND m.seq = covered.seq::int"
+            " WHERE {} ORDER BY s.id, m.seq"
+        ).format(sql.SQL(" AND ").join(conditions)),
+        params,
+    ).fetchall()
+    covers: dict[int, list[int]] = {}
+    for summary_id, message_id in rows:
+        covers.setdefault(int(summary_id), []).append(int(message_id))
+    out: dict[str, list[Candidate]] = {}
+    for name, summaries in ranked.items():
+        best: dict[int, int] = {}
+        for summary_id, rank in summaries.items():
+            for message_id in covers.get(summary_id, []):
+                best[message_id] = min(rank, best.get(message_id, rank))
+        if best:
+            ordered = sorted(best.items(), key=lambda item: (item[1], item[0]))
+            out[f"{name}_covered"] = [Candidate("message", i, 0.0, rank=r) for i, r in ordered]
+    return out
 
 
 def _chunk_of(c: Candidate) -> tuple[int, int] | None:

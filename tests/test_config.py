@@ -179,7 +179,7 @@ def test_empty_dsn_means_embedded(tmp_path: Path, text: str, environ: dict[str, 
     [
         (
             "[wacth]\ndebounce_ms = 1\n",
-            "unknown configuration section(s): wacth (known: paths, database, embedding, watch, log, service)",
+            "unknown configuration section(s): wacth (known: paths, database, embedding, watch, log, service, sources)",
         ),
         (
             "[watch]\ndebounce = 500\n",
@@ -300,3 +300,16 @@ def test_precision_from_the_environment() -> None:
     """MEMORYD_EMBEDDING_PRECISION picks the precision; the default is auto."""
     assert load_config(None, {}).embedding.precision == "auto"
     assert load_config(None, {"MEMORYD_EMBEDDING_PRECISION": "onnx-int8"}).embedding.precision == "onnx-int8"
+
+
+def test_sources_paths(tmp_path: Path) -> None:
+    """[sources] paths are resolved like other paths, ~ expanded; an empty one (the default) mirrors nothing."""
+    path = write(tmp_path / "config.toml", '[sources]\nclaude_code = "~/.claude/projects"\ncodex = "logs/codex"\n')
+    config = load_config(path, {})
+    assert config.sources.claude_code == Path("~/.claude/projects").expanduser()
+    assert config.sources.codex == tmp_path / "logs" / "codex"
+    assert load_config(path, {"MEMORYD_SOURCES_CODEX": ""}).sources.codex is None
+    assert Config().sources.claude_code is None
+    assert config_error(path, {"MEMORYD_SOURCES_TOOL_RESULT_CHARS": "lots"}) == (
+        "[sources] tool_result_chars must be an integer, got 'lots'"
+    )

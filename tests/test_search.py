@@ -14,6 +14,7 @@ from memoryd.config import Config
 from memoryd.db import Database
 from memoryd.embed import Embedder, embed_pending
 from memoryd.search import (
+    FUSION_WEIGHTS,
     MODES,
     Candidate,
     Mode,
@@ -255,7 +256,7 @@ def test_text_search_without_a_match_is_empty(db: Database, embedder: Embedder) 
 @pytest.mark.usefixtures("mixed")
 @pytest.mark.parametrize("mode", MODES)
 def test_scores_and_ranks_per_mode(db: Database, embedder: Embedder, mode: Mode) -> None:
-    """Each mode's score is its own (cosine, ts_rank, RRF), hits are sorted by it, and each carries its ranks."""
+    """Each mode's score is its own (cosine, ts_rank, weighted RRF), hits are sorted by it, each carries its ranks."""
     hits = db.run(search, embedder, "part supplier", k=4, mode=mode)
     assert len(hits) == 4
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -265,22 +266,47 @@ def test_scores_and_ranks_per_mode(db: Database, embedder: Embedder, mode: Mode)
         elif mode == "text":
             assert h.text_rank is not None and h.vector_rank is None and h.score > 0
         else:
-            ranks = [r for r in (h.vector_rank, h.text_rank) if r is not None]
-            assert ranks and h.score == pytest.approx(sum(1 / (60 + r) for r in ranks))
+            ranks = {name: r for name, r in (("vector", h.vector_rank), ("text", h.text_rank)) if r is not None}
+            weighted = sum(FUSION_WEIGHTS[name] / (60 + r) for name, r in ranks.items())
+            # Lists of the messages that summaries cover may add to a message's score, never take away.
+            assert ranks and h.score >= weighted - 1e-12
+            if h.kind == "summary":
+                assert h.score == pytest.approx(weighted)
 
 
 def test_fuse_adds_reciprocal_ranks() -> None:
-    """RRF: each list adds 1/(60 + rank); a hit in both lists beats hits first in one; ties keep a fixed order."""
+    """RRF with equal weights: each list adds 1/(60 + rank); a hit in both beats hits first in one; fixed ties."""
     fused = fuse(
         {
             "vector": [Candidate("message", 1, 0.9), Candidate("message", 2, 0.8)],
             "text": [Candidate("summary", 7, 0.5), Candidate("message", 2, 0.4)],
-        }
+        },
+        weights={},
     )
     assert [(f.kind, f.ref_id) for f in fused] == [("message", 2), ("message", 1), ("summary", 7)]
     assert fused[0].score == pytest.approx(1 / 62 + 1 / 62)
     assert fused[0].ranks == {"vector": 2, "text": 2}
     assert fused[1].score == fused[2].score == pytest.approx(1 / 61)
+
+
+def test_fuse_weighs_each_list() -> None:
+    """By default the text list votes twice as much as the vector list: its first hit beats vector's first."""
+    fused = fuse(
+        {
+            "vector": [Candidate("message", 1, 0.9), Candidate("message", 2, 0.8)],
+            "text": [Candidate("message", 3, 0.5)],
+        }
+    )
+    assert [f.ref_id for f in fused] == [3, 1, 2]
+    assert fused[0].score == pytest.approx(FUSION_WEIGHTS["text"] / 61)
+    assert fused[1].score == pytest.approx(FUSION_WEIGHTS["vector"] / 61)
+
+
+def test_fuse_takes_a_shared_rank() -> None:
+    """Candidates given a rank (messages of one summary) all count at that rank, not at their position."""
+    fused = fuse({"x": [Candidate("message", 1, 0.0, rank=3), Candidate("message", 2, 0.0, rank=3)]}, weights={})
+    assert [f.score for f in fused] == pytest.approx([1 / 63, 1 / 63])
+    assert [f.ranks["x"] for f in fused] == [3, 3]
 
 
 def test_one_long_message_does_not_crowd_out_the_others(db: Database, config: Config, embedder: Embedder) -> None:
@@ -486,3 +512,68 @@ def test_huge_message_is_stored_and_searchable_by_its_start(db: Database, config
     assert [(h.slug, h.seq) for h in hits] == [("2025-09-09__huge", 0)]
     assert word(12) in hits[0].snippet
     assert db.run(search, None, word(600_000), k=3, mode="text") == []  # beyond the indexed 100,000 characters
+
+
+def test_a_date_in_the_query_lifts_the_texts_of_that_day(db: Database, config: Config, embedder: Embedder) -> None:
+    """Two near-identical turns on different days: the day the question names decides which comes first."""
+    for slug in ("2024-01-03__walk", "2024-03-15__walk"):
+        write_conversation(
+            config.paths.conversations,
+            slug,
+            [("user", "We hiked up to the lake above the village this morning."), ("assistant", "Sounds lovely!")],
+        )
+    Syncer(db, config).reconcile()
+    embed_pending(db, embedder)
+    january = db.run(search, embedder, "Where did we hike on 3 Jan 2024?", k=2)
+    march = db.run(search, embedder, "Where did we hike on 15 March 2024?", k=2)
+    assert (january[0].slug, january[0].seq) == ("2024-01-03__walk", 0)
+    assert (march[0].slug, march[0].seq) == ("2024-03-15__walk", 0)
+
+
+def test_a_summary_hit_lifts_the_messages_it_covers(db: Database, config: Config, embedder: Embedder) -> None:
+    """A turn sharing nothing with the question is found because the summary covering it matches."""
+    write_conversation(
+        config.paths.conversations,
+        "2025-04-01__choice",
+        [
+            ("user", "The quarterly budget review covered office supplies and travel expenses."),
+            ("assistant", "Traffic on the ring road was slow this morning because of roadworks."),
+            ("user", "Yes, that one!"),
+            ("assistant", "The football match ended in a draw after a late penalty."),
+        ],
+    )
+    write_summaries(
+        config.paths.summaries,
+        "2025-04-01__choice",
+        [{"level": 1, "covers": [2], "content": "The user picked the sourdough starter with 75% hydration."}],
+    )
+    Syncer(db, config).reconcile()
+    embed_pending(db, embedder)
+    query = "which sourdough starter hydration did I pick"
+    assert not any(h.seq == 2 for h in db.run(search, None, query, k=3, mode="text") if h.kind == "message")
+    hits = db.run(search, embedder, query, k=2)
+    assert [(h.kind, h.seq) for h in hits] == [("summary", 2), ("message", 2)]
+
+
+def test_covered_messages_pass_the_role_and_date_filters(db: Database, config: Config) -> None:
+    """The messages a summary lifts are filtered like any candidate: by role, and by their own day."""
+    folder = config.paths.conversations / "2025-04-02__pair"
+    folder.mkdir(parents=True)
+    (folder / "messages.jsonl").write_text(
+        '{"role": "user", "content": "first", "ts": "2025-04-02T10:00:00"}\n'
+        '{"role": "assistant", "content": "second", "ts": "2025-04-05T10:00:00"}\n',
+        encoding="utf-8",
+    )
+    write_summaries(config.paths.summaries, "2025-04-02__pair", [{"level": 1, "covers": [0, 1], "content": "both"}])
+    Syncer(db, config).reconcile()
+    with db.connection() as conn:
+        summary_id = conn.execute("SELECT id FROM summaries").fetchone()
+        ids = dict(conn.execute("SELECT role, id FROM messages").fetchall())
+        assert summary_id is not None
+        lists = {"text": [Candidate("summary", summary_id[0], 1.0)]}
+        every = search_module._covered_lists(conn, lists, SearchFilters())
+        users = search_module._covered_lists(conn, lists, SearchFilters(roles=("user",)))
+        fifth = search_module._covered_lists(conn, lists, SearchFilters(since=date(2025, 4, 5)))
+    assert [(c.ref_id, c.rank) for c in every["text_covered"]] == [(ids["user"], 1), (ids["assistant"], 1)]
+    assert [c.ref_id for c in users["text_covered"]] == [ids["user"]]
+    assert [c.ref_id for c in fifth["text_covered"]] == [ids["assistant"]]
