@@ -49,6 +49,8 @@ class EmbeddingConfig:
     chunk_overlap: int = 32
     device: str = "auto"
     precision: Precision = "auto"
+    # Seconds without encoding after which the daemon frees the model (0: keep it); it loads again on demand.
+    idle_unload_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)

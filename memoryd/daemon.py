@@ -271,7 +271,7 @@ class Daemon:
         return Embedder(self.config.embedding)
 
     def _embed_loop(self) -> None:
-        from memoryd.embed import embed_pending
+        from memoryd.embed import embed_pending, release_memory
 
         try:
             # The model loads once the first reconcile is done, not beside it: both
@@ -284,12 +284,15 @@ class Daemon:
                     return
             embedder = self.embedder = self._embedder_factory()
             self.embedder_ready.set()
+            idle_unload_s = self.config.embedding.idle_unload_s
             while not self.stopping:
-                self._embed_wanted.wait(timeout=30.0)
+                self._embed_wanted.wait(timeout=min(30.0, idle_unload_s or 30.0))
                 self._embed_wanted.clear()
                 if self.stopping:
                     break
-                embed_pending(self.db, embedder, should_stop=lambda: self.stopping)
+                if embed_pending(self.db, embedder, should_stop=lambda: self.stopping).texts:
+                    release_memory()  # the batches' buffers, freed but still held by the C heap
+                embedder.release_if_idle()  # [embedding] idle_unload_s; a no-op by default
         except (Cancelled, DatabaseUnavailable):
             if not self.stopping:
                 raise

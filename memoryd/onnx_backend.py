@@ -37,6 +37,8 @@ class OnnxBackend:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
+        # No arena: it keeps the largest batch's activations for the life of the session (hundreds of MB idle).
+        options.enable_cpu_mem_arena = False
         if hasattr(os, "sched_getaffinity"):  # the CPUs this process may use (taskset, cpusets), not all the host's
             options.intra_op_num_threads = len(os.sched_getaffinity(0))
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -79,6 +81,15 @@ def onnx_backend(model: Any, path: Path, *, quantized: bool) -> OnnxBackend:
         log.warning("onnx_cache_unavailable", error=str(exc))
         with tempfile.TemporaryDirectory(prefix="memoryd-onnx-") as tmp:
             return OnnxBackend(_onnx_file(model, Path(tmp), quantized=quantized))
+
+
+def cached_onnx_file(model_path: Path, *, quantized: bool) -> Path | None:
+    """The ONNX model already built for ``model_path`` in the cache, if any (never builds)."""
+    try:
+        target = _onnx_cache_dir(model_path) / ("int8.onnx" if quantized else "fp32.onnx")
+    except (OSError, ImportError):
+        return None
+    return target if target.is_file() else None
 
 
 def cache_root() -> Path:

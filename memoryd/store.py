@@ -446,7 +446,6 @@ def record_problems(conn: psycopg.Connection[Any], slug: str, problems: Mapping[
     return fresh
 
 
-
 def standing_errors(conn: psycopg.Connection[Any], slugs: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """``(path, error)`` of every file whose last read failed (all slugs, or only ``slugs``), by path.
 
@@ -461,6 +460,7 @@ def standing_errors(conn: psycopg.Connection[Any], slugs: Sequence[str] | None =
             (list(slugs),),
         )
     return [(path, error) for path, error in rows]
+
 
 # --- embeddings ---------------------------------------------------------------
 
@@ -713,3 +713,114 @@ def _fetch_one(conn: psycopg.Connection[Any], query: str, params: Sequence[Any])
     row = conn.execute(query, params).fetchone()
     assert row is not None, "statement returned no row"
     return tuple(row)
+
+
+# --- many known slugs at once: a re-parse that changes nothing ----------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSlug:
+    """What the database holds for one slug: just what deciding "nothing to write" needs."""
+
+    conversation: tuple[str, str]  # content hash, source path
+    # (level, key) -> content hash, covers, topics, source path
+    summaries: dict[tuple[int, str], tuple[str, list[Any], list[str], str]]
+    problems: dict[str, tuple[str, str]]  # path -> (severity, error)
+    messages: list[StoredMessage] | None = None  # read only when asked (ingest --force re-compares them)
+
+
+def lock_slugs(conn: psycopg.Connection[Any], slugs: Sequence[str]) -> None:
+    """:func:`lock_slug` for many slugs, in one statement, in key order (two such batches never deadlock)."""
+    keys = sorted({_slug_lock_key(slug) for slug in slugs})
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS ordered", (keys,)
+    )
+
+
+def stored_slugs(
+    conn: psycopg.Connection[Any], slugs: Sequence[str], *, messages: bool = False
+) -> dict[str, StoredSlug]:
+    """Three queries (four with ``messages``) for the stored state of many slugs that have a conversation."""
+    conversations = {
+        slug: (conv_id, content_hash, source_path)
+        for slug, conv_id, content_hash, source_path in conn.execute(
+            "SELECT slug, id, content_hash, source_path FROM conversations WHERE slug = ANY(%s)", (list(slugs),)
+        )
+    }
+    summaries: dict[int, dict[tuple[int, str], tuple[str, list[Any], list[str], str]]] = {}
+    for conv_id, level, key, content_hash, covers, topics, source_path in conn.execute(
+        "SELECT conversation_id, level, key, content_hash, covers, topics, source_path FROM summaries"
+        " WHERE conversation_id = ANY(%s)",
+        ([c[0] for c in conversations.values()],),
+    ):
+        summaries.setdefault(conv_id, {})[(level, key)] = (content_hash, list(covers), list(topics), source_path)
+    problems: dict[str, dict[str, tuple[str, str]]] = {}
+    for slug, path, severity, error in conn.execute(
+        "SELECT slug, path, severity, error FROM ingest_errors WHERE slug = ANY(%s)", (list(slugs),)
+    ):
+        problems.setdefault(slug, {})[path] = (severity, error)
+    rows: dict[int, list[StoredMessage]] | None = None
+    if messages:
+        rows = {c[0]: [] for c in conversations.values()}
+        for conv_id, *fields in conn.execute(
+            "SELECT conversation_id, id, seq, content_hash, role, ts FROM messages WHERE conversation_id = ANY(%s)",
+            (list(rows),),
+        ):
+            rows[conv_id].append(StoredMessage(*fields))
+    return {
+        slug: StoredSlug(
+            (content_hash, source_path),
+            summaries.get(conv_id, {}),
+            problems.get(slug, {}),
+            None if rows is None else rows[conv_id],
+        )
+        for slug, (conv_id, content_hash, source_path) in conversations.items()
+    }
+
+
+def nothing_to_write(
+    stored: StoredSlug,
+    conv: Conversation,
+    parsed: Mapping[Path, list[Summary] | ParseError],
+    problems: Mapping[str, tuple[str, str]],
+    *,
+    recheck: bool = False,
+) -> bool:
+    """True when syncing would write nothing: the rules of upsert_conversation, sync_summaries, record_problems.
+
+    With ``recheck`` the stored messages are compared too, by :func:`plan_messages` itself.
+
+    Conservative: any doubt (a summary file that failed to parse) says False,
+    and the slug goes through the writers, which decide exactly.
+    """
+    if stored.conversation != (conv.source_hash, str(conv.source_path)) or stored.problems != dict(problems):
+        return False
+    if recheck:
+        if stored.messages is None:
+            return False
+        plan = plan_messages(stored.messages, conv.messages)
+        if plan.delete or plan.update or plan.insert:
+            return False
+    wanted: dict[tuple[int, str], tuple[str, list[Any], list[str], str]] = {}
+    for result in parsed.values():
+        if isinstance(result, ParseError):
+            return False
+        for s in result:
+            wanted[(s.level, s.key)] = (s.content_hash, list(s.covers), list(s.topics), str(s.source_path))
+    return wanted == stored.summaries
+
+
+def record_folder_states(conn: psycopg.Connection[Any], states: Sequence[tuple[str, str | None, str | None]]) -> None:
+    """:func:`record_folder_state` for many slugs with folders, in one statement."""
+    if not states:
+        return
+    slugs, conv_fps, sum_fps = (list(column) for column in zip(*states, strict=True))
+    conn.execute(
+        "INSERT INTO folder_state (slug, conversation_fingerprint, summaries_fingerprint)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT (slug) DO UPDATE SET conversation_fingerprint = EXCLUDED.conversation_fingerprint,"
+        " summaries_fingerprint = EXCLUDED.summaries_fingerprint, synced_at = now()"
+        " WHERE (folder_state.conversation_fingerprint, folder_state.summaries_fingerprint)"
+        " IS DISTINCT FROM (EXCLUDED.conversation_fingerprint, EXCLUDED.summaries_fingerprint)",
+        (slugs, conv_fps, sum_fps),
+    )

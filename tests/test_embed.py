@@ -238,7 +238,7 @@ def test_candidate_with_bad_vectors_is_rejected(monkeypatch: pytest.MonkeyPatch)
     """A candidate that runs but gives wrong vectors fails the probe against the real fp32 model."""
     rng = np.random.default_rng(0)
 
-    def broken(self: Embedder, precision: str, path: Path) -> Any:
+    def broken(self: Embedder, precision: str) -> Any:
         return lambda ids, mask: rng.standard_normal((ids.shape[0], self.dim)).astype(np.float32)
 
     monkeypatch.setattr(Embedder, "_make_backend", broken)

@@ -120,6 +120,32 @@ def test_second_ingest_of_unchanged_tree_writes_nothing(db: Database, config: Co
         assert _snapshot(conn) == before
 
 
+def test_forced_reparse_writes_exactly_what_changed(db: Database, config: Config) -> None:
+    """A forced re-parse, many slugs a transaction, writes the edited slugs only, and the others not at all."""
+    _tree(config, n=5)
+    syncer = Syncer(db, config)
+    syncer.reconcile()
+    with db.connection() as conn:
+        before = _snapshot(conn)
+    write_conversation(config.paths.conversations, "2025-01-02__conv_1", [("user", "question 1"), ("assistant", "new")])
+    write_summaries(config.paths.summaries, "2025-01-01__conv_0", [{"level": 1, "covers": [0, 1], "content": "s0 v2"}])
+    forced = syncer.reconcile(force=True)
+    assert (forced.checked, forced.synced, forced.wrote, forced.failed) == (5, 5, 2, 0)
+    with db.connection() as conn:
+        after = _snapshot(conn)
+        contents = {row[0] for row in conn.execute("SELECT content FROM messages UNION SELECT content FROM summaries")}
+    assert {"new", "s0 v2"} <= contents and not {"answer 1", "s0"} & contents
+    edited = _ids(db, ("2025-01-01__conv_0", "2025-01-02__conv_1"))
+    untouched = {r for r in before["conversations"] if r[1] not in edited}
+    assert untouched <= set(after["conversations"])
+    assert len(set(before["messages"]) - set(after["messages"])) == 1  # only "answer 1" went
+
+
+def _ids(db: Database, slugs: tuple[str, ...]) -> set[int]:
+    with db.connection() as conn:
+        return {r[0] for r in conn.execute("SELECT id FROM conversations WHERE slug = ANY(%s)", (list(slugs),))}
+
+
 def test_edit_resyncs_only_that_slug(db: Database, config: Config) -> None:
     """Editing one transcript makes only its slug differ from the stored folder state."""
     _tree(config)
