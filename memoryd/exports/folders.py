@@ -22,37 +22,47 @@ from memoryd.formats import CONVERSATION_JSON, META_NAME, Transcript
 from memoryd.slugs import name_key, short_id, slug_for
 
 
+def read_meta(path: Path) -> dict[str, object] | None:
+    """A meta.json as an object; anything unreadable (absent, a link, over 1 MiB, not JSON) is simply not ours."""
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > 1024 * 1024:
+            return None
+        meta = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def index_folders(root: Path, source: str) -> tuple[set[str], dict[str, str]]:
+    """The names taken in ``root``, and its folders by the source id an import from ``source`` recorded.
+
+    Names are folded as ``name_key`` compares them; the source id comes from
+    each folder's meta.json, so a folder renamed by hand is found again.
+    """
+    taken: set[str] = set()
+    by_id: dict[str, str] = {}
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                taken.add(name_key(entry.name))
+                if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                    continue
+                meta = read_meta(Path(entry.path) / META_NAME)
+                source_id = meta.get("source_id") if meta is not None and meta.get("source") == source else None
+                if isinstance(source_id, str):
+                    by_id.setdefault(source_id, entry.name)
+    except OSError as exc:
+        raise MemorydError(f"cannot list the conversations folder {root}: {exc.strerror or exc}") from exc
+    return taken, by_id
+
+
 class ConversationFolders:
     """The conversations folder as the importer sees it: names taken, and folders by source id."""
 
     def __init__(self, root: Path, source: str) -> None:
         self.root = root
         self.source = source
-        self.taken: set[str] = set()
-        self.by_id: dict[str, str] = {}
-        try:
-            with os.scandir(root) as entries:
-                for entry in entries:
-                    self.taken.add(name_key(entry.name))
-                    if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-                        source_id = self._source_id(Path(entry.path) / META_NAME)
-                        if source_id is not None:
-                            self.by_id.setdefault(source_id, entry.name)
-        except OSError as exc:
-            raise MemorydError(f"cannot list the conversations folder {root}: {exc.strerror or exc}") from exc
-
-    def _source_id(self, meta_path: Path) -> str | None:
-        """The id an earlier import recorded in meta.json; anything unreadable is simply not ours."""
-        try:
-            if not meta_path.is_file() or meta_path.is_symlink() or meta_path.stat().st_size > 1024 * 1024:
-                return None
-            meta = json.loads(meta_path.read_bytes())
-        except (OSError, ValueError, RecursionError):
-            return None
-        if not isinstance(meta, dict) or meta.get("source") != self.source:
-            return None
-        source_id = meta.get("source_id")
-        return source_id if isinstance(source_id, str) else None
+        self.taken, self.by_id = index_folders(root, source)
 
     def write(
         self, conversation_id: str, transcript: Transcript, data: bytes, *, meta: Mapping[str, str] | None = None

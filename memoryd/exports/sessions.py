@@ -47,6 +47,7 @@ from pathlib import Path
 import structlog
 
 from memoryd.errors import MemorydError
+from memoryd.exports.folders import index_folders, read_meta
 from memoryd.exports.importer import ImportReport
 from memoryd.records import clean_text
 from memoryd.slugs import name_key, short_id, slug_for
@@ -280,26 +281,13 @@ class SessionFolders:
         self.root = conversations
         self.summaries = summaries
         self.source = source
-        self.taken: set[str] = set()
-        self.by_id: dict[str, str] = {}
         try:
             conversations.mkdir(parents=True, exist_ok=True)
-            with os.scandir(conversations) as entries:
-                for entry in entries:
-                    self.taken.add(name_key(entry.name))
-                    if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-                        source_id = self._source_id(Path(entry.path) / META_NAME)
-                        if source_id is not None:
-                            self.by_id.setdefault(source_id, entry.name)
         except OSError as exc:
-            raise MemorydError(f"cannot list the conversations folder {conversations}: {exc.strerror or exc}") from exc
-
-    def _source_id(self, path: Path) -> str | None:
-        meta = _read_meta(path)
-        if meta is None or meta.get("source") != self.source:
-            return None
-        source_id = meta.get("source_id")
-        return source_id if isinstance(source_id, str) else None
+            raise MemorydError(
+                f"cannot create the conversations folder {conversations}: {exc.strerror or exc}"
+            ) from exc
+        self.taken, self.by_id = index_folders(conversations, source)
 
     def slug(self, session: Session) -> str:
         """The session's folder: the one it was imported to before, else a free name (reserved now)."""
@@ -338,7 +326,7 @@ class SessionFolders:
             self._create(folder, messages, _meta_bytes(meta))
             outcome = "created"
         else:
-            existing = _read_meta(folder / META_NAME) or {}
+            existing = read_meta(folder / META_NAME) or {}
             meta = {**existing, **{key: None for key in _OWNED_KEYS}, **ours}
             meta = {key: value for key, value in meta.items() if value is not None}
             meta.setdefault("title", _title(session))
@@ -410,17 +398,6 @@ def _clean(value: object) -> object:
     if isinstance(value, list):
         return [_clean(item) for item in value]
     return value
-
-
-def _read_meta(path: Path) -> dict[str, object] | None:
-    """A meta.json as an object; anything unreadable is simply not ours."""
-    try:
-        if not path.is_file() or path.is_symlink() or path.stat().st_size > 1024 * 1024:
-            return None
-        meta = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return meta if isinstance(meta, dict) else None
 
 
 def _replace(target: Path, data: bytes) -> bool:
