@@ -44,6 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from memoryd.errors import MemorydError, ParseError
 from memoryd.exports.chatgpt import CHATGPT
@@ -51,7 +52,7 @@ from memoryd.exports.claude import CLAUDE
 from memoryd.exports.folders import ConversationFolders
 from memoryd.exports.source import ExportSource
 from memoryd.exports.stream import EXPORT_MEMBER, MAX_EXPORT_BYTES, iter_export
-from memoryd.formats import CONVERSATION_JSON, MAX_FILE_BYTES, decode_text, read_json_document
+from memoryd.formats import CONVERSATION_JSON, MAX_FILE_BYTES, Transcript, decode_text, read_json_document
 from memoryd.formats.common import json_type, short_repr
 from memoryd.records import clean_text
 
@@ -150,16 +151,10 @@ def _import_one(
     if kind.key not in value:
         report.errors.append(f"{label}: not a {kind.display} conversation (no {kind.key!r})")
         return
-    try:
-        transcript = read_json_document(Path(EXPORT_MEMBER), value)
-        data, replaced = serialize(value)
-        readable_back(data)
-    except ParseError as exc:
-        report.errors.append(f"{label}: {exc.reason}")
+    checked = readable_conversation(report, label, EXPORT_MEMBER, value)
+    if checked is None:
         return
-    except (RecursionError, ValueError) as exc:
-        report.errors.append(f"{label}: cannot be written back as JSON ({type(exc).__name__})")
-        return
+    transcript, data, replaced = checked
     if not transcript.messages:
         report.skipped.append(f"{label}: no visible message")
         return
@@ -183,6 +178,27 @@ def _conversation_id(kind: ExportSource, value: dict[str, object]) -> str | None
         if isinstance(found, int | str) and not isinstance(found, bool) and str(found).strip():
             return clean_text(str(found).strip())
     return None
+
+
+def readable_conversation(
+    report: ImportReport, label: str, name: str, value: dict[str, Any]
+) -> tuple[Transcript, bytes, int] | None:
+    """The transcript the daemon will read from ``value``, the bytes to write and the characters replaced.
+
+    None, with the reason recorded under ``label``, when the conversation
+    cannot be read as written back (``name`` is the file it will be).
+    """
+    try:
+        transcript = read_json_document(Path(name), value)
+        data, replaced = serialize(value)
+        readable_back(data)
+    except ParseError as exc:
+        report.errors.append(f"{label}: {exc.reason}")
+        return None
+    except (RecursionError, ValueError) as exc:
+        report.errors.append(f"{label}: cannot be written back as JSON ({type(exc).__name__})")
+        return None
+    return transcript, data, replaced
 
 
 def readable_back(data: bytes) -> None:

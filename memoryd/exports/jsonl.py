@@ -29,8 +29,8 @@ from pathlib import Path
 
 from memoryd.errors import MemorydError, ParseError
 from memoryd.exports.folders import ConversationFolders
-from memoryd.exports.importer import ImportReport, readable_back, serialize
-from memoryd.formats import Transcript, read_json_document
+from memoryd.exports.importer import ImportReport, readable_conversation
+from memoryd.formats import Transcript
 from memoryd.formats.chat import is_conversation, shape_of
 from memoryd.records import clean_text
 
@@ -94,16 +94,10 @@ def _import_line(
         return
     assert isinstance(value, dict)  # is_conversation says so; mypy cannot tell
     report.conversations += 1
-    try:
-        transcript = read_json_document(Path(path.name), value)
-        data, replaced = serialize(value)
-        readable_back(data)
-    except ParseError as exc:
-        report.errors.append(f"{label}: {exc.reason}")
+    checked = readable_conversation(report, label, path.name, value)
+    if checked is None:
         return
-    except (RecursionError, ValueError) as exc:
-        report.errors.append(f"{label}: cannot be written back as JSON ({type(exc).__name__})")
-        return
+    transcript, data, replaced = checked
     if not transcript.messages:
         report.skipped.append(f"{label}: no message")
         return
