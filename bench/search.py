@@ -162,12 +162,12 @@ def load(conn: psycopg.Connection[Any], texts: list[str], vectors: Vectors, mode
         rows_conv.append((conv_id, f"{day.isoformat()}__bench_{conv_id:06d}", f"Bench {conv_id}", day))
     with conn.cursor() as cur:
         with cur.copy(
-            "COPY conversations (id, slug, title, created_date, total_chars, total_lines, source_path,"
+            "COPY conversations (id, source, slug, title, created_date, total_chars, total_lines, source_path,"
             " source_format, content_hash) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["int8", "text", "text", "date", "int8", "int8", "text", "text", "text"])
+            copy.set_types(["int8", "text", "text", "text", "date", "int8", "int8", "text", "text", "text"])
             for cid, slug, title, day in rows_conv:
-                copy.write_row((cid, slug, title, day, 0, 0, slug, "jsonl", slug))
+                copy.write_row((cid, "bench", slug, title, day, 0, 0, slug, "jsonl", slug))
         with cur.copy(
             "COPY messages (id, conversation_id, seq, role, content, content_hash) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:

@@ -64,6 +64,7 @@ class SearchRequest:
     since: date | None = None
     until: date | None = None
     context: int = 2
+    sources: tuple[str, ...] = ()  # empty: every source
 
     def __post_init__(self) -> None:
         if not isinstance(self.query, str) or not self.query.strip():
@@ -85,6 +86,9 @@ class SearchRequest:
         for slug in self.slugs:
             if not isinstance(slug, str) or not slug:
                 raise InvalidRequest(f"slugs: expected non-empty strings, got {slug!r}")
+        for source in self.sources:
+            if not isinstance(source, str) or not source:
+                raise InvalidRequest(f"sources: expected non-empty strings, got {source!r}")
         if self.slug_prefix is not None and (not isinstance(self.slug_prefix, str) or not self.slug_prefix):
             raise InvalidRequest(f"slug_prefix: expected a non-empty string, got {self.slug_prefix!r}")
         self.filters()  # contradictions (since after until, roles with kinds=summary) are errors too
@@ -96,7 +100,7 @@ class SearchRequest:
         if unknown:
             raise InvalidRequest(f"unknown search option(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
-        for name in ("slugs", "roles", "levels", "kinds"):
+        for name in ("slugs", "roles", "levels", "kinds", "sources"):
             if name in values:
                 values[name] = _as_tuple(name, values[name])
         for name in ("since", "until"):
@@ -114,6 +118,7 @@ class SearchRequest:
                 since=self.since,
                 until=self.until,
                 kinds=self.kinds,
+                sources=self.sources,
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
@@ -131,6 +136,7 @@ class SearchRequest:
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
             "context": self.context,
+            "sources": list(self.sources),
         }
 
 
@@ -170,7 +176,9 @@ class Backend(Protocol):
 
     def search(self, request: SearchRequest) -> list[Hit]: ...
     def hit(self, hit_id: str, context: int) -> Hit: ...
-    def conversation(self, slug: str, around: int | None, window: int | None) -> ConversationView: ...
+    def conversation(
+        self, slug: str, around: int | None, window: int | None, source: str | None = None
+    ) -> ConversationView: ...
     def recent(self, limit: int, since: date | None) -> list[ConversationInfo]: ...
     def status(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
@@ -242,18 +250,25 @@ class LocalMemory:
             raise NotFound(f"no {ref[0]} with id {ref[1]} (deleted, or from another database)")
         return hits[0]
 
-    def conversation(self, slug: str, around: int | None, window: int | None) -> ConversationView:
-        from memoryd.browse import conversation_view
+    def conversation(
+        self, slug: str, around: int | None, window: int | None, source: str | None = None
+    ) -> ConversationView:
+        from memoryd.browse import AmbiguousSlug, conversation_view
 
         if not isinstance(slug, str) or not slug:
             raise InvalidRequest(f"slug: expected a non-empty string, got {slug!r}")
+        if source is not None and (not isinstance(source, str) or not source):
+            raise InvalidRequest(f"source: expected a non-empty string, got {source!r}")
         if around is not None:
             _check_int("around", around, 0, 10**9)
         if window is not None:
             _check_int("window", window, 0 if around is not None else 1, MAX_WINDOW)
-        view = self._run(conversation_view, slug, around=around, window=window)
+        try:
+            view = self._run(conversation_view, slug, around=around, window=window, source=source)
+        except AmbiguousSlug as exc:
+            raise InvalidRequest(str(exc)) from exc
         if view is None:
-            raise NotFound(f"no conversation {slug!r}")
+            raise NotFound(f"no conversation {slug!r}" + (f" in source {source!r}" if source is not None else ""))
         return view
 
     def recent(self, limit: int, since: date | None) -> list[ConversationInfo]:
@@ -271,6 +286,7 @@ class LocalMemory:
         data["conversations_dir"] = str(self.config.paths.conversations)
         data["summaries_dir"] = str(self.config.paths.summaries)
         data["answered_by"] = self.via
+        data["source"] = self.config.source.name
         return data
 
     def close(self) -> None:
@@ -348,12 +364,14 @@ class Memory:
         since: date | str | None = None,
         until: date | str | None = None,
         context: int = 2,
+        sources: Sequence[str] | None = None,
     ) -> list[Hit]:
         """The k messages or summaries that best match ``query``, each with ``context`` turns around it.
 
         ``mode``: "hybrid" (meaning and words fused), "vector" (meaning), "text" (words; loads no model).
         ``slugs``/``slug_prefix`` select conversations (either matches); ``since``/``until`` (inclusive)
-        apply to message timestamps where present, else to the conversation date.
+        apply to message timestamps where present, else to the conversation date.  ``sources``: only
+        conversations of these sources (``[source] name``); all of them by default.
         """
         request = SearchRequest.build(
             query,
@@ -367,6 +385,7 @@ class Memory:
             since=since,
             until=until,
             context=context,
+            sources=sources,
         )
         return self._backend.search(request)
 
@@ -374,9 +393,15 @@ class Memory:
         """One hit again by its ``id`` ("message:123"), with its context."""
         return self._backend.hit(hit_id, context)
 
-    def conversation(self, slug: str, *, around: int | None = None, window: int | None = None) -> ConversationView:
-        """A whole conversation, or ``window`` turns each side of seq ``around`` (5 by default)."""
-        return self._backend.conversation(slug, around, window)
+    def conversation(
+        self, slug: str, *, around: int | None = None, window: int | None = None, source: str | None = None
+    ) -> ConversationView:
+        """A whole conversation, or ``window`` turns each side of seq ``around`` (5 by default).
+
+        A slug is unique per source: without ``source``, a slug that several
+        sources hold raises InvalidRequest naming them.
+        """
+        return self._backend.conversation(slug, around, window, source)
 
     def recent(self, limit: int = 20, since: date | str | None = None) -> list[ConversationInfo]:
         """The latest conversations by date."""
@@ -413,6 +438,8 @@ def open_local(config: Config) -> LocalMemory:
     """A :class:`LocalMemory` on its own database pool, with a one-shot retry policy."""
     from memoryd.db import Database, RetryPolicy
 
-    db = Database(config.database, retry=RetryPolicy(deadline_s=config.database.retry_deadline_s))
+    db = Database(
+        config.database, retry=RetryPolicy(deadline_s=config.database.retry_deadline_s), source=config.source.name
+    )
     db.open()
     return LocalMemory(config, db)

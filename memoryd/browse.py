@@ -64,7 +64,7 @@ def hits_by_ref(conn: psycopg.Connection[Any], refs: Sequence[tuple[str, int]], 
     rows = conn.execute(
         "SELECT p.n, p.kind, p.ref_id, c.slug, c.title, c.created_date, m.seq, (s.covers->>0)::int, s.level,"
         " m.role, m.ts, left(COALESCE(m.content, s.content), %(cap)s),"
-        " length(COALESCE(m.content, s.content)) > %(cap)s"
+        " length(COALESCE(m.content, s.content)) > %(cap)s, c.source"
         " FROM unnest(%(kinds)s::text[], %(ids)s::bigint[]) WITH ORDINALITY AS p(kind, ref_id, n)"
         " LEFT JOIN messages AS m ON p.kind = 'message' AND m.id = p.ref_id"
         " LEFT JOIN summaries AS s ON p.kind = 'summary' AND s.id = p.ref_id"
@@ -78,7 +78,7 @@ def hits_by_ref(conn: psycopg.Connection[Any], refs: Sequence[tuple[str, int]], 
     covering = _covering_summaries(conn, message_ids) if context > 0 else {}
     covered = _covered_turns(conn, summary_ids, 2 * context + 1) if context > 0 else {}
     hits: list[Hit] = []
-    for _, kind, ref_id, slug, title, created, seq, first_covered, level, role, ts, text, cut in rows:
+    for _, kind, ref_id, slug, title, created, seq, first_covered, level, role, ts, text, cut, source in rows:
         ref_id = int(ref_id)
         if kind == "message":
             before, after = around.get(ref_id, ((), ()))
@@ -101,6 +101,7 @@ def hits_by_ref(conn: psycopg.Connection[Any], refs: Sequence[tuple[str, int]], 
                 snippet=" ".join(text[:240].split()),
                 truncated=bool(cut),
                 context=ctx,
+                source=source,
             )
         )
     return hits
@@ -180,12 +181,12 @@ _INFO_COLUMNS = (
     "c.id, c.slug, c.title, c.created_date, c.tags, to_char(c.updated_at AT TIME ZONE 'UTC',"
     ' \'YYYY-MM-DD"T"HH24:MI:SS"Z"\'),'
     " (SELECT count(*) FROM messages AS m WHERE m.conversation_id = c.id),"
-    " (SELECT count(*) FROM summaries AS s WHERE s.conversation_id = c.id)"
+    " (SELECT count(*) FROM summaries AS s WHERE s.conversation_id = c.id), c.source"
 )
 
 
 def _info(row: Sequence[Any]) -> ConversationInfo:
-    _, slug, title, created, tags, updated, messages, summaries = row
+    _, slug, title, created, tags, updated, messages, summaries, source = row
     return ConversationInfo(
         slug=slug,
         title=title,
@@ -194,20 +195,46 @@ def _info(row: Sequence[Any]) -> ConversationInfo:
         summaries=int(summaries),
         tags=tuple(tags or ()),
         updated_at=updated,
+        source=source,
     )
 
 
+class AmbiguousSlug(ValueError):
+    """A slug stored by several sources, asked for without naming one."""
+
+    def __init__(self, slug: str, sources: Sequence[str]) -> None:
+        super().__init__(
+            f"slug {slug!r} exists in several sources ({', '.join(sources)}): pass source= (--source) to choose one"
+        )
+        self.sources = tuple(sources)
+
+
 def conversation_view(
-    conn: psycopg.Connection[Any], slug: str, *, around: int | None = None, window: int | None = None
+    conn: psycopg.Connection[Any],
+    slug: str,
+    *,
+    around: int | None = None,
+    window: int | None = None,
+    source: str | None = None,
 ) -> ConversationView | None:
     """A conversation by slug (None if absent): all of it, or ``window`` turns each side of ``around``.
 
     Without ``around``, ``window`` is the number of turns from the start.
     At most MAX_TURNS turns come back (``truncated`` says when more exist).
+    Without ``source``, a slug that several sources hold raises
+    :class:`AmbiguousSlug` naming them, rather than picking one: the same
+    call answers the same on every machine.
     """
-    row = conn.execute(f"SELECT {_INFO_COLUMNS} FROM conversations AS c WHERE c.slug = %s", (slug,)).fetchone()
-    if row is None:
+    rows = conn.execute(
+        f"SELECT {_INFO_COLUMNS} FROM conversations AS c WHERE c.slug = %s AND (%s::text IS NULL OR c.source = %s)"
+        " ORDER BY c.source",
+        (slug, source, source),
+    ).fetchall()
+    if not rows:
         return None
+    if len(rows) > 1:
+        raise AmbiguousSlug(slug, [r[-1] for r in rows])
+    row = rows[0]
     if around is not None:
         width = DEFAULT_WINDOW if window is None else window
         first, last = max(0, around - width), around + width

@@ -125,6 +125,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     Example: memoryd search "the storm poem" --k 5 --role assistant --since 2025-06-01
              memoryd search "résumé des décisions" --level 2 --json
              memoryd search "ZK88213" --mode text --slug-prefix 2025-06-
+             memoryd search "the deploy script" --source laptop --source desktop
     """
     with _open_memory(args, config) as memory:
         hits = memory.search(
@@ -139,6 +140,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
             since=args.since,
             until=args.until,
             context=args.context,
+            sources=args.source,
         )
     if args.json:
         json.dump([hit.to_dict() for hit in hits], sys.stdout, ensure_ascii=False, indent=2)
@@ -150,7 +152,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     for n, hit in enumerate(hits, 1):
         where = f"message #{hit.seq} {hit.role}" if hit.kind == "message" else f"summary L{hit.level}"
         created = f" ({hit.date.isoformat()})" if hit.date else ""
-        print(f"{n:>2}. {hit.score:.4f}  {hit.slug}  {where}")
+        print(f"{n:>2}. {hit.score:.4f}  {hit.source}:{hit.slug}  {where}")
         print(f"    {hit.title}{created}")
         for turn in hit.context.before:
             print(f"      {_compact(f'#{turn.seq} {turn.role}: {turn.text}')}")
@@ -185,6 +187,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         return 0
     print(f"database:       {data['database']}")
     print(f"answered by:    {data['answered_by']}")
+    others = [f"{s['name']} ({s['conversations']})" for s in data.get("sources", []) if s["name"] != data["source"]]
+    print(f"source:         {data['source']}" + (f"  (others here: {', '.join(others)})" if others else ""))
     print(f"folders:        {data['conversations_dir']}  {data['summaries_dir']}")
     print(f"conversations:  {data['conversations']}")
     print(f"messages:       {data['messages']}")
@@ -277,7 +281,7 @@ def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
     """
     from memoryd.systemd import render_unit, unit_path
 
-    if config.source is None:
+    if config.file is None:
         raise ConfigError(
             "install-service needs a configuration file (the service must not depend on its working directory):"
             " pass --config or create ~/.config/memoryd/config.toml"
@@ -382,7 +386,7 @@ def _import_sessions(source: str, path: str | None, config: Config) -> ImportRep
         Path(path) if path else default,
         config.paths.conversations,
         config.paths.summaries,
-        tool_result_chars=config.sources.tool_result_chars,
+        tool_result_chars=config.mirror.tool_result_chars,
     )
 
 
@@ -421,9 +425,12 @@ def _open_memory(args: argparse.Namespace, config: Config) -> Memory:
 
 def _start_logging(args: argparse.Namespace, config: Config) -> str:
     """Configure logging; the format it resolved to (``json`` or ``console``)."""
+    from memoryd.config import log_deprecated
     from memoryd.log import configure_logging
 
-    return configure_logging(replace(config.log, level="debug") if args.verbose else config.log)
+    fmt = configure_logging(replace(config.log, level="debug") if args.verbose else config.log)
+    log_deprecated(config)
+    return fmt
 
 
 # Commands that configure logging themselves, only if they run in this process (see _open_memory).
@@ -438,7 +445,11 @@ def _open_database(config: Config) -> Database:
     """
     from memoryd.db import Database, RetryPolicy
 
-    return Database(config.database, retry=RetryPolicy(deadline_s=float(config.database.retry_deadline_s)))
+    return Database(
+        config.database,
+        retry=RetryPolicy(deadline_s=float(config.database.retry_deadline_s)),
+        source=config.source.name,
+    )
 
 
 class _progress_bar:  # noqa: N801 - used like a function
@@ -543,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_positive, default=10, help="number of results (default 10)")
     p.add_argument("--slug", action="append", help="only this conversation (repeatable)")
     p.add_argument("--slug-prefix", metavar="PREFIX", help="only conversations whose slug starts with PREFIX")
+    p.add_argument(
+        "--source", action="append", metavar="NAME", help="only conversations of this source (repeatable; default: all)"
+    )
     p.add_argument("--role", action="append", choices=ROLES, help="only messages with this role (repeatable)")
     p.add_argument("--level", action="append", type=_positive, help="only summaries of this level (repeatable)")
     p.add_argument("--kind", action="append", choices=("message", "summary"), help="only messages or only summaries")

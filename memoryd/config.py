@@ -9,9 +9,10 @@ daemon's configuration is found months later.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
@@ -84,8 +85,24 @@ class ServiceConfig:
         return data_dir.parent / "memoryd.sock"
 
 
+# The longest source name: it is shown in every hit and status line, and kept in an advisory lock holder's name.
+MAX_SOURCE_NAME = 64
+
+
+def default_source_name() -> str:
+    """The host name: one source per machine unless ``[source] name`` says otherwise."""
+    return socket.gethostname()
+
+
 @dataclass(frozen=True, slots=True)
-class SourcesConfig:
+class SourceConfig:
+    """Which source this machine's folders are: its conversations, locks and deletions are its own."""
+
+    name: str = field(default_factory=default_source_name)
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorConfig:
     """Agent session log folders the daemon mirrors into conversation folders (unset: not mirrored)."""
 
     claude_code: Path | None = None
@@ -101,9 +118,12 @@ class Config:
     watch: WatchConfig = WatchConfig()
     log: LogConfig = LogConfig()
     service: ServiceConfig = ServiceConfig()
-    sources: SourcesConfig = SourcesConfig()
-    source: Path | None = None
+    mirror: MirrorConfig = MirrorConfig()
+    source: SourceConfig = field(default_factory=SourceConfig)
+    file: Path | None = None
     """The configuration file that was read, if any."""
+    deprecated: tuple[tuple[str, str], ...] = ()
+    """(old name, new name) of each deprecated section the file or environment used; logged once at start."""
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -113,8 +133,12 @@ _SECTIONS: dict[str, type[Any]] = {
     "watch": WatchConfig,
     "log": LogConfig,
     "service": ServiceConfig,
-    "sources": SourcesConfig,
+    "mirror": MirrorConfig,
+    "source": SourceConfig,
 }
+# Old section names still read, under their new name, with a config_deprecated warning.
+# [sources] became [mirror] when [source] (this machine's source) arrived: side by side they confused.
+_DEPRECATED_SECTIONS = {"sources": "mirror"}
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -136,17 +160,45 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     _merge_environment(raw, env)
+    deprecated = _rename_deprecated(raw)
     base = source.parent if source is not None else Path.cwd()
     sections = {name: _build_section(name, cls, raw.pop(name, {}), base) for name, cls in _SECTIONS.items()}
     if raw:
         unknown = ", ".join(sorted(raw))
         raise ConfigError(f"unknown configuration section(s): {unknown} (known: {', '.join(_SECTIONS)})")
-    config = Config(**sections, source=source)
+    config = Config(**sections, file=source, deprecated=deprecated)
     _check_consistency(config)
     if config.database.dsn:
         label = "[database] dsn (MEMORYD_DSN)" if env.get("MEMORYD_DSN") else "[database] dsn"
         check_dsn(config.database.dsn, label=label)
     return config
+
+
+def _rename_deprecated(raw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Move a deprecated section's keys under its new name; the (old, new) pairs that were used."""
+    used: list[tuple[str, str]] = []
+    for old, new in _DEPRECATED_SECTIONS.items():
+        if old not in raw:
+            continue
+        table = raw.pop(old)
+        current = raw.get(new, {})
+        if not isinstance(table, dict) or not isinstance(current, dict):
+            raise ConfigError(f"[{old}] (now [{new}]) must be a table")
+        raw[new] = {**table, **current}  # the new name wins where both set a key
+        used.append((old, new))
+    return tuple(used)
+
+
+def log_deprecated(config: Config) -> None:
+    """One ``config_deprecated`` warning per deprecated section used, once logging is set up."""
+    if not config.deprecated:
+        return
+    import structlog
+
+    for old, new in config.deprecated:
+        structlog.get_logger(__name__).warning(
+            "config_deprecated", section=old, use=new, message=f"[{old}] is deprecated: rename it [{new}]"
+        )
 
 
 def _find_config_file(path: Path | None, env: Mapping[str, str]) -> Path | None:
@@ -169,7 +221,7 @@ def _merge_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         if not name.startswith("MEMORYD_") or name in ("MEMORYD_CONFIG", "MEMORYD_TEST_DSN"):
             continue
         rest = "database_dsn" if name == "MEMORYD_DSN" else name[len("MEMORYD_") :].lower()
-        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        section = next((s for s in (*_SECTIONS, *_DEPRECATED_SECTIONS) if rest.startswith(s + "_")), None)
         if section is None:
             raise ConfigError(f"unknown environment variable {name} (expected MEMORYD_<SECTION>_<KEY>)")
         table = raw.setdefault(section, {})
@@ -258,3 +310,15 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError("[watch] debounce_ms must not exceed max_wait_ms")
     if config.watch.rescan_interval_s < 1:
         raise ConfigError("[watch] rescan_interval_s must be >= 1")
+    check_source_name(config.source.name)
+
+
+def check_source_name(name: str) -> None:
+    """A source name is shown and compared as is: non-empty, printable, at most MAX_SOURCE_NAME characters."""
+    label = "[source] name (MEMORYD_SOURCE_NAME; default: the host name)"
+    if not name:
+        raise ConfigError(f"{label} must not be empty")
+    if not name.isprintable():
+        raise ConfigError(f"{label} must be printable (no control characters), got {name!r}")
+    if len(name) > MAX_SOURCE_NAME:
+        raise ConfigError(f"{label} must be at most {MAX_SOURCE_NAME} characters, got {len(name)}: {name!r}")

@@ -13,11 +13,13 @@ Two threads share one database:
 Every database call retries without limit (the daemon outlives database
 restarts); the retry waits are interruptible, so SIGTERM ends the daemon
 within a few seconds even in the middle of an outage.  Only one daemon runs
-per database, enforced by a session-level advisory lock.
+per source (``[source] name``) on a database, enforced by a session-level
+advisory lock; daemons of different sources run side by side.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -50,38 +52,52 @@ QUERY_DB_DEADLINE_S = 5.0
 # client hears why rather than timing out.
 QUERY_MODEL_WAIT_S = 30.0
 
-DAEMON_LOCK = 0x6D656D64  # "memd": one daemon per database
+DAEMON_LOCK = 0x6D656D64  # "memd": one daemon per source and database
+
+
+def source_lock_key(source: str) -> int:
+    """The second half of a daemon's lock: its source, hashed into a non-negative int4."""
+    return int.from_bytes(hashlib.sha256(source.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 class DaemonLock:
-    """A session-level advisory lock on its own connection.
+    """A session-level advisory lock on its own connection, one per source.
 
-    A lock dies with its session, so when the database restarts the lock is
-    taken again on a new connection; if another daemon got it meanwhile, this
-    one stops.
+    Keyed by (DAEMON_LOCK, hash of the source): two daemons of one source
+    would delete each other's work, two of different sources touch disjoint
+    rows.  A lock dies with its session, so when the database restarts the
+    lock is taken again on a new connection; if another daemon got it
+    meanwhile, this one stops.
     """
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, source: str) -> None:
         self.dsn = dsn
+        self.source = source
         self.conn: psycopg.Connection[Any] | None = None
 
     def acquire(self) -> None:
+        key = source_lock_key(self.source)
         conn = psycopg.connect(
             self.dsn,
             autocommit=True,
-            application_name=f"memoryd watch pid={os.getpid()} host={socket.gethostname()}",
+            # At most 63 bytes are kept: the source first, as the message below names it.
+            application_name=f"memoryd watch source={self.source} pid={os.getpid()} host={socket.gethostname()}",
             connect_timeout=10,
         )
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (DAEMON_LOCK,)).fetchone()
+        row = conn.execute("SELECT pg_try_advisory_lock(%s::int4, %s::int4)", (DAEMON_LOCK, key)).fetchone()
         if not (row and row[0]):
             holder = conn.execute(
                 "SELECT a.application_name FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
-                " WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted LIMIT 1",
-                (DAEMON_LOCK,),
+                " WHERE l.locktype = 'advisory' AND l.classid = %s::oid AND l.objid = %s::oid AND l.objsubid = 2"
+                " AND l.granted LIMIT 1",
+                (DAEMON_LOCK, key),
             ).fetchone()
             conn.close()
             who = holder[0] if holder and holder[0] else "another process"
-            raise AlreadyRunning(f"another memoryd daemon is already watching this database ({who})")
+            raise AlreadyRunning(
+                f"another memoryd daemon is already watching source {self.source!r} on this database ({who});"
+                " a daemon on another machine needs its own [source] name"
+            )
         self.conn = conn
 
     def check(self) -> None:
@@ -117,7 +133,7 @@ class Daemon:
         self.notifier = notifier or SystemdNotifier()
         self.retry = RetryPolicy(deadline_s=None, cancel=self._stopping, on_wait=self.notifier.heartbeat)
         # Two connections more than one-shot commands: the query service's threads.
-        self.db = Database(config.database, retry=self.retry, max_connections=8)
+        self.db = Database(config.database, retry=self.retry, max_connections=8, source=config.source.name)
         self._embedder_factory = embedder_factory or self._load_embedder
         self.embedder: Any = None
         self.query_service: QueryService | None = None
@@ -126,7 +142,7 @@ class Daemon:
         self.ready = threading.Event()
         self.embedder_ready = threading.Event()
         self.failure: BaseException | None = None
-        self._mirror: SourceMirror | None = None  # [sources]: agent session logs mirrored into folders
+        self._mirror: SourceMirror | None = None  # [mirror]: agent session logs mirrored into folders
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -148,7 +164,7 @@ class Daemon:
             if self.stopping:
                 return
             raise
-        lock = DaemonLock(self.db.dsn)
+        lock = DaemonLock(self.db.dsn, self.config.source.name)
         try:
             self.retry.call(lock.acquire)
             watch = self.config.watch
@@ -165,7 +181,9 @@ class Daemon:
                 self._embedder_thread = threading.Thread(target=self._embed_loop, name="memoryd-embedder", daemon=True)
                 self._embedder_thread.start()
                 self._start_query_service()
-                log.info("daemon_started", database=self.db.display_dsn, pid=os.getpid())
+                log.info(
+                    "daemon_started", database=self.db.display_dsn, pid=os.getpid(), source=self.config.source.name
+                )
                 self._loop(watcher, lock, started)
             if self.failure is not None:
                 raise EmbedError(f"the embedder failed: {self.failure}") from self.failure

@@ -36,7 +36,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from memoryd.config import DatabaseConfig
+from memoryd.config import DatabaseConfig, default_source_name
 from memoryd.dsn import check_dsn, config_error_of, redact_dsn
 from memoryd.errors import Cancelled, DatabaseUnavailable, StoreError, TransientError
 
@@ -317,7 +317,14 @@ class Database:
     thread and the daemon's embedder; idle ones are closed by the pool.
     """
 
-    def __init__(self, config: DatabaseConfig, *, retry: RetryPolicy | None = None, max_connections: int = 6) -> None:
+    def __init__(
+        self,
+        config: DatabaseConfig,
+        *,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 6,
+        source: str | None = None,
+    ) -> None:
         if config.dsn:
             check_dsn(config.dsn)  # a Config built in code skips load_config's check
         self.config = config
@@ -326,6 +333,8 @@ class Database:
         if self.embedded is not None and self.retry.on_retry is None:
             self.retry.on_retry = self.embedded.revive
         self.max_connections = max_connections
+        # The source that claims rows stored before sql/005_sources.sql, if this process applies it.
+        self.source = source or default_source_name()
         self.dsn: str = config.dsn or ""
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
 
@@ -385,14 +394,18 @@ class Database:
 
     def _migrate(self) -> list[str]:
         with psycopg.connect(self.dsn, connect_timeout=10) as conn:
-            return apply_migrations(conn)
+            return apply_migrations(conn, source=self.source)
 
 
-def apply_migrations(conn: psycopg.Connection[Any], directory: Path | None = None) -> list[str]:
+def apply_migrations(
+    conn: psycopg.Connection[Any], directory: Path | None = None, *, source: str | None = None
+) -> list[str]:
     """Apply the SQL files not yet recorded in ``schema_migrations``, in order.
 
     Each file runs in one transaction together with the row recording it, so
     a crash leaves either both or neither.  Returns the names applied.
+    ``source`` (default: the host name) is ``memoryd.source`` during each
+    migration: sql/005_sources.sql gives it the conversations already stored.
     """
     directory = directory or migrations_dir()
     applied_now: list[str] = []
@@ -408,6 +421,7 @@ def apply_migrations(conn: psycopg.Connection[Any], directory: Path | None = Non
             done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (path.stem,)).fetchone()
             if done:
                 continue
+            conn.execute("SELECT set_config('memoryd.source', %s, true)", (source or default_source_name(),))
             conn.execute(path.read_text(encoding="utf-8").encode())
             conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (path.stem,))
             applied_now.append(path.stem)

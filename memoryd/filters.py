@@ -23,7 +23,8 @@ class SearchFilters:
     (``messages.day``, sql/004_message_day.sql), else to its conversation's
     date; summaries always take their conversation's date.  A role only
     exists on messages and a level only on summaries: roles alone select
-    messages, levels alone summaries, both select either.
+    messages, levels alone summaries, both select either.  ``sources``
+    (empty: every source) narrows whatever the other fields select.
     """
 
     slugs: tuple[str, ...] = ()
@@ -33,6 +34,7 @@ class SearchFilters:
     since: date | None = None
     until: date | None = None
     kinds: tuple[str, ...] = ()  # "message" and/or "summary"; empty for both
+    sources: tuple[str, ...] = ()  # [source] names; empty for every source
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(KINDS)

@@ -201,10 +201,14 @@ def build_server(handle: MemoryHandle) -> MCPServer[None]:
         context: Annotated[
             int, Field(description=f"Turns shown before and after each message hit, 0 to {MAX_CONTEXT}.")
         ] = 2,
+        sources: Annotated[
+            list[str] | None,
+            Field(description="Only conversations of these sources (machines, as a hit's `source`); all by default."),
+        ] = None,
     ) -> dict[str, Any]:
         """Find the messages and summaries that best match a query, each with the turns around it.
 
-        Each hit has an `id` for `fetch`, its conversation's `slug` for `conversation`, its `seq`
+        Each hit has an `id` for `fetch`, its conversation's `slug` and `source` for `conversation`, its `seq`
         (position) or summary `level`, and `context`: the turns before and after a message and the
         summaries that cover it, or the first messages a summary covers.
         """
@@ -222,6 +226,7 @@ def build_server(handle: MemoryHandle) -> MCPServer[None]:
                 since=since,
                 until=until,
                 context=context,
+                sources=sources,
             )
             return {"hits": [hit.to_dict() for hit in hits], "answered_by": memory.via}
 
@@ -248,11 +253,15 @@ def build_server(handle: MemoryHandle) -> MCPServer[None]:
         window: Annotated[
             int | None, Field(description=f"Turns each side of `around` (5 by default), at most {MAX_WINDOW}.")
         ] = None,
+        source: Annotated[
+            str | None,
+            Field(description="The conversation's source (a hit's `source`): needed when two sources share a slug."),
+        ] = None,
     ) -> dict[str, Any]:
         """A whole conversation, or a window of it around one message, with the summaries covering what is shown."""
 
         def run(memory: Memory) -> dict[str, Any]:
-            view = memory.conversation(slug, around=around, window=window)
+            view = memory.conversation(slug, around=around, window=window, source=source)
             return {"conversation": view.to_dict(), "answered_by": memory.via}
 
         return handle.call("conversation", run)

@@ -1,8 +1,8 @@
-"""Agent session folders → conversation folders, continuously: the daemon's ``[sources]``.
+"""Agent session folders → conversation folders, continuously: the daemon's ``[mirror]``.
 
 Claude Code and Codex append to their session logs while a session runs and
 delete them weeks later.  The mirror watches the folders named in
-``[sources]`` and re-imports a session shortly after its log (or one of its
+``[mirror]`` and re-imports a session shortly after its log (or one of its
 sub-agent logs) stops changing, so the conversation folder follows the
 session line by line; the daemon's folder watcher then stores it like any
 other folder.  The daemon also mirrors everything at start, which catches
@@ -71,12 +71,12 @@ class _LogEvents(FileSystemEventHandler):
 
 
 class SourceMirror:
-    """Mirrors the ``[sources]`` folders into the conversations folder; a context manager, single use."""
+    """Mirrors the ``[mirror]`` folders into the conversations folder; a context manager, single use."""
 
     def __init__(self, config: Config, *, debounce_s: float = 1.5) -> None:
         self.config = config
         self.debounce_s = debounce_s
-        sources = config.sources
+        sources = config.mirror
         self.roots = {
             name: path.expanduser()
             for name, path in (("claude-code", sources.claude_code), ("codex", sources.codex))
@@ -162,7 +162,7 @@ class SourceMirror:
                 path,
                 self.config.paths.conversations,
                 self.config.paths.summaries,
-                tool_result_chars=self.config.sources.tool_result_chars,
+                tool_result_chars=self.config.mirror.tool_result_chars,
                 folders=folders,
                 notes=self._notes[source],
             )

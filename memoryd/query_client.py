@@ -110,8 +110,10 @@ class ServiceClient:
     def hit(self, hit_id: str, context: int) -> Hit:
         return Hit.from_dict(self.request("GET", f"/hits/{quote(str(hit_id), safe='')}?context={context}")["hit"])
 
-    def conversation(self, slug: str, around: int | None, window: int | None) -> ConversationView:
-        params = {k: v for k, v in (("around", around), ("window", window)) if v is not None}
+    def conversation(
+        self, slug: str, around: int | None, window: int | None, source: str | None = None
+    ) -> ConversationView:
+        params = {k: v for k, v in (("around", around), ("window", window), ("source", source)) if v is not None}
         route = f"/conversations/{quote(slug, safe='')}" + (f"?{urlencode(params)}" if params else "")
         return ConversationView.from_dict(self.request("GET", route)["conversation"])
 

@@ -4,9 +4,10 @@ Routes (all under ``/v1``; errors are ``{"error": {"type", "message"}}``):
 
 - ``GET  /health``                     who answers: version, pid, database, whether the model is loaded
 - ``POST /search``                     body: ``{"query", "k", "mode", "slugs", "slug_prefix", "roles",
-                                        "levels", "kinds", "since", "until", "context"}`` → ``{"hits": [...]}``
+                                        "levels", "kinds", "since", "until", "context",
+                                        "sources"}`` → ``{"hits": [...]}``
 - ``GET  /hits/<id>?context=N``        → ``{"hit": ...}``
-- ``GET  /conversations/<slug>?around=&window=`` → ``{"conversation": ...}``
+- ``GET  /conversations/<slug>?around=&window=&source=`` → ``{"conversation": ...}``
 - ``GET  /recent?limit=&since=``       → ``{"conversations": [...]}``
 - ``GET  /status``                     → ``{"status": ...}``
 
@@ -204,7 +205,9 @@ class _Handler(BaseHTTPRequestHandler):
         if route == "conversations":
             if not rest:
                 raise _HttpError(404, "not_found", "GET /v1/conversations/<slug>")
-            view = memory.conversation(rest[0], _int_param(params, "around", None), _int_param(params, "window", None))
+            view = memory.conversation(
+                rest[0], _int_param(params, "around", None), _int_param(params, "window", None), _one(params, "source")
+            )
             return {"conversation": view.to_dict()}
         if route == "recent":
             since = _one(params, "since")

@@ -118,6 +118,7 @@ class Hit:
     context: Context = field(default_factory=Context)
     vector_rank: int | None = None  # 1-based rank in the vector candidates, None if absent
     text_rank: int | None = None  # 1-based rank in the full-text candidates, None if absent
+    source: str = ""  # the conversation's source: the [source] name of the machine whose folders hold it
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -144,6 +145,7 @@ class ConversationInfo:
     summaries: int
     tags: tuple[str, ...] = ()
     updated_at: str | None = None  # when memoryd last stored a change of it (ISO 8601, UTC)
+    source: str = ""  # the [source] name of the machine whose folders hold it
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -19,8 +19,8 @@
   summaries, the messages they cover, at their summary's rank, so a summary
   that matches lifts the turns it was written from.
 
-Filters (slug, role, summary level, dates, kind) are applied inside both
-scans.  The vector scan has two strategies:
+Filters (source, slug, role, summary level, dates, kind) are applied inside
+both scans.  The vector scan has two strategies:
 
 - through the HNSW index, with pgvector's iterative index scans, so a
   filter still returns k results instead of the few that happened to be
@@ -136,6 +136,7 @@ class SearchHit:
     snippet: str
     vector_rank: int | None = None  # 1-based rank in the vector candidates, None if absent
     text_rank: int | None = None  # 1-based rank in the text candidates, None if absent
+    source: str = ""  # the conversation's source ([source] name of the machine that stored it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,18 +326,38 @@ def _chunk_of(c: Candidate) -> tuple[int, int] | None:
 
 
 def _conversation_set(filters: SearchFilters, params: dict[str, Any]) -> sql.Composable | None:
-    """The ids of the conversations the slug filters select, as a sub-select (None: every conversation)."""
+    """The ids of the conversations the slug filters select, as a sub-select (None: every conversation).
+
+    Sources narrow the slugs selected; alone they select nothing here (see
+    :func:`_source_condition`).
+    """
     if not filters.selects_conversations:
         return None
     params["slugs"] = list(filters.slugs)
     params["slug_prefix"] = filters.slug_prefix
-    return sql.SQL("SELECT id FROM conversations WHERE slug = ANY(%(slugs)s) OR starts_with(slug, %(slug_prefix)s)")
+    slugs: sql.Composable = sql.SQL("(slug = ANY(%(slugs)s) OR starts_with(slug, %(slug_prefix)s))")
+    if filters.sources:
+        params["sources"] = list(filters.sources)
+        slugs = sql.SQL("{} AND source = ANY(%(sources)s)").format(slugs)
+    return sql.SQL("SELECT id FROM conversations WHERE {}").format(slugs)
+
+
+def _source_condition(filters: SearchFilters, column: sql.Composable, params: dict[str, Any]) -> sql.Composable:
+    """The sources, without slug filters, as a per-row check of the row's conversation: one primary-key lookup.
+
+    Not a list of conversation ids: a source may hold most of them, and a
+    scalar array is searched row by row.
+    """
+    params["sources"] = list(filters.sources)
+    return sql.SQL("(SELECT c.source FROM conversations AS c WHERE c.id = {col}) = ANY(%(sources)s)").format(
+        col=column
+    )
 
 
 def _conversation_conditions(
     filters: SearchFilters, column: sql.Composable
 ) -> tuple[list[sql.Composable], dict[str, Any]]:
-    """The slug filters as a per-row condition on a conversation id column.
+    """The slug and source filters as a per-row condition on a conversation id column.
 
     A scalar array, not a join: in the vector scan it stays a filter of the
     HNSW index scan instead of turning into a join that would lose its order.
@@ -344,7 +365,7 @@ def _conversation_conditions(
     params: dict[str, Any] = {}
     selected = _conversation_set(filters, params)
     if selected is None:
-        return [], params
+        return ([_source_condition(filters, column, params)] if filters.sources else []), params
     return [sql.SQL("{col} = ANY(ARRAY({selected}))").format(col=column, selected=selected)], params
 
 
@@ -466,9 +487,12 @@ def _exact_conditions(filters: SearchFilters, params: dict[str, Any]) -> list[sq
 
 
 def _exact_conversation_conditions(filters: SearchFilters, params: dict[str, Any]) -> list[sql.Composable]:
-    """The conversations whose chunks the slug and date filters may keep, by ``e.conversation_id``."""
+    """The conversations whose chunks the source, slug and date filters may keep, by ``e.conversation_id``."""
     conditions: list[sql.Composable] = []
     selected = _conversation_set(filters, params)
+    if selected is None and filters.sources:
+        params["sources"] = list(filters.sources)
+        selected = sql.SQL("SELECT id FROM conversations WHERE source = ANY(%(sources)s)")
     if selected is not None:
         conditions.append(sql.SQL("e.conversation_id = ANY(ARRAY({}))").format(selected))
     if filters.dated:
@@ -484,7 +508,7 @@ def _exact_conversation_conditions(filters: SearchFilters, params: dict[str, Any
 
 
 def selects_few_chunks(conn: psycopg.Connection[Any], filters: SearchFilters) -> bool:
-    """Whether the slug and date filters leave at most EXACT_MAX_CHUNKS chunks (counted, up to one more)."""
+    """Whether the source, slug and date filters leave at most EXACT_MAX_CHUNKS chunks (counted, up to one more)."""
     params: dict[str, Any] = {"cap": EXACT_MAX_CHUNKS + 1}
     conditions = _exact_conversation_conditions(filters, params)
     if not conditions:
@@ -708,7 +732,7 @@ def _hits(conn: psycopg.Connection[Any], picks: Sequence[Fused], text: str, word
         return []
     chunks = [_shown_chunk(p) for p in picks]
     rows = conn.execute(
-        "SELECT p.n, c.slug, c.title, c.created_date, m.role, s.level, COALESCE(m.seq, (s.covers->>0)::int),"
+        "SELECT p.n, c.slug, c.title, c.created_date, m.role, s.level, COALESCE(m.seq, (s.covers->>0)::int), c.source,"
         " CASE WHEN p.chunk_start IS NOT NULL"
         "  THEN substr(COALESCE(m.content, s.content), p.chunk_start + 1, p.chunk_end - p.chunk_start)"
         "  ELSE ts_headline('memoryd_en', left(COALESCE(m.content, s.content), %(headline)s), %(words)s::tsquery,"
@@ -729,7 +753,7 @@ def _hits(conn: psycopg.Connection[Any], picks: Sequence[Fused], text: str, word
         },
     ).fetchall()
     hits: list[SearchHit] = []
-    for n, slug, title, created, role, level, seq, passage in rows:
+    for n, slug, title, created, role, level, seq, source, passage in rows:
         pick = picks[n - 1]  # a row deleted since the candidates were read is simply absent
         hits.append(
             SearchHit(
@@ -745,6 +769,7 @@ def _hits(conn: psycopg.Connection[Any], picks: Sequence[Fused], text: str, word
                 snippet=_snippet(passage or "", text),
                 vector_rank=pick.ranks.get("vector"),
                 text_rank=pick.ranks.get("text"),
+                source=source,
             )
         )
     return hits

@@ -55,13 +55,14 @@ class SlugChanges:
         )
 
 
-def _slug_lock_key(slug: str) -> int:
-    return int.from_bytes(hashlib.sha256(slug.encode()).digest()[:8], "big", signed=True)
+def _slug_lock_key(source: str, slug: str) -> int:
+    """One lock per (source, slug): the same slug of two sources is two conversations."""
+    return int.from_bytes(hashlib.sha256(f"{source}\0{slug}".encode()).digest()[:8], "big", signed=True)
 
 
-def lock_slug(conn: psycopg.Connection[Any], slug: str) -> None:
-    """Serialise every writer of one slug (daemon, one-shot ingest) until commit."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_slug_lock_key(slug),))
+def lock_slug(conn: psycopg.Connection[Any], source: str, slug: str) -> None:
+    """Serialise every writer of one slug of one source (daemon, one-shot ingest) until commit."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_slug_lock_key(source, slug),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ class NewSlug:
     summaries_fp: str | None
 
 
-def insert_new_slugs(conn: psycopg.Connection[Any], items: Sequence[NewSlug]) -> list[str]:
+def insert_new_slugs(conn: psycopg.Connection[Any], source: str, items: Sequence[NewSlug]) -> list[str]:
     """Insert many never-seen slugs with binary COPY: the first load of a large tree.
 
     Locks every slug first (in a fixed order, so two writers cannot deadlock),
@@ -85,14 +86,14 @@ def insert_new_slugs(conn: psycopg.Connection[Any], items: Sequence[NewSlug]) ->
     """
     if not items:
         return []
-    keys = sorted({_slug_lock_key(item.conversation.slug) for item in items})
+    keys = sorted({_slug_lock_key(source, item.conversation.slug) for item in items})
     conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,))
     existing = {
         row[0]
         for row in conn.execute(
-            "SELECT slug FROM conversations WHERE slug = ANY(%(s)s) UNION SELECT slug FROM folder_state"
-            " WHERE slug = ANY(%(s)s)",
-            {"s": [item.conversation.slug for item in items]},
+            "SELECT slug FROM conversations WHERE source = %(source)s AND slug = ANY(%(s)s)"
+            " UNION SELECT slug FROM folder_state WHERE source = %(source)s AND slug = ANY(%(s)s)",
+            {"source": source, "s": [item.conversation.slug for item in items]},
         )
     }
     fresh = [item for item in items if item.conversation.slug not in existing]
@@ -107,15 +108,16 @@ def insert_new_slugs(conn: psycopg.Connection[Any], items: Sequence[NewSlug]) ->
     with conn.cursor() as cur:
         # COPY writes identity columns as given (like OVERRIDING SYSTEM VALUE).
         with cur.copy(
-            "COPY conversations (id, slug, title, created_date, tags, total_chars, total_lines, source_path,"
+            "COPY conversations (id, source, slug, title, created_date, tags, total_chars, total_lines, source_path,"
             " source_format, content_hash) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["int8", "text", "text", "date", "text[]", "int8", "int8", "text", "text", "text"])
+            copy.set_types(["int8", "text", "text", "text", "date", "text[]", "int8", "int8", "text", "text", "text"])
             for conv_id, item in zip(ids, fresh, strict=True):
                 c = item.conversation
                 copy.write_row(
                     (
                         conv_id,
+                        source,
                         c.slug,
                         c.title,
                         c.created_date,
@@ -132,11 +134,12 @@ def insert_new_slugs(conn: psycopg.Connection[Any], items: Sequence[NewSlug]) ->
         )
         _copy_summaries(cur, ((cid, s) for cid, item in zip(ids, fresh, strict=True) for s in item.summaries))
         with cur.copy(
-            "COPY folder_state (slug, conversation_fingerprint, summaries_fingerprint) FROM STDIN WITH (FORMAT BINARY)"
+            "COPY folder_state (source, slug, conversation_fingerprint, summaries_fingerprint)"
+            " FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["text", "text", "text"])
+            copy.set_types(["text", "text", "text", "text"])
             for item in fresh:
-                copy.write_row((item.conversation.slug, item.conversation_fp, item.summaries_fp))
+                copy.write_row((source, item.conversation.slug, item.conversation_fp, item.summaries_fp))
     return [item.conversation.slug for item in fresh]
 
 
@@ -144,7 +147,7 @@ def insert_new_slugs(conn: psycopg.Connection[Any], items: Sequence[NewSlug]) ->
 
 
 def upsert_conversation(
-    conn: psycopg.Connection[Any], conv: Conversation, changes: SlugChanges, *, recheck: bool = False
+    conn: psycopg.Connection[Any], source: str, conv: Conversation, changes: SlugChanges, *, recheck: bool = False
 ) -> int:
     """Insert or update the conversation row and diff its messages.
 
@@ -153,7 +156,8 @@ def upsert_conversation(
     memoryd's back, as ``memoryd verify`` reports them, are repaired too.
     """
     row = conn.execute(
-        "SELECT id, content_hash, source_path FROM conversations WHERE slug = %s FOR UPDATE", (conv.slug,)
+        "SELECT id, content_hash, source_path FROM conversations WHERE source = %s AND slug = %s FOR UPDATE",
+        (source, conv.slug),
     ).fetchone()
     values = (
         conv.title,
@@ -169,9 +173,9 @@ def upsert_conversation(
         (conv_id,) = _fetch_one(
             conn,
             "INSERT INTO conversations (title, created_date, tags, total_chars, total_lines,"
-            " source_path, source_format, content_hash, slug)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (*values, conv.slug),
+            " source_path, source_format, content_hash, slug, source)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (*values, conv.slug, source),
         )
         changes.conversation = "inserted"
     else:
@@ -313,14 +317,14 @@ def _copy_summaries(cur: psycopg.Cursor[Any], rows: Iterable[tuple[int, Summary]
             )
 
 
-def conversation_id(conn: psycopg.Connection[Any], slug: str) -> int | None:
-    row = conn.execute("SELECT id FROM conversations WHERE slug = %s", (slug,)).fetchone()
+def conversation_id(conn: psycopg.Connection[Any], source: str, slug: str) -> int | None:
+    row = conn.execute("SELECT id FROM conversations WHERE source = %s AND slug = %s", (source, slug)).fetchone()
     return int(row[0]) if row else None
 
 
-def delete_conversation(conn: psycopg.Connection[Any], slug: str) -> bool:
-    """Delete a conversation; messages, summaries and embeddings go with it (ON DELETE CASCADE)."""
-    return conn.execute("DELETE FROM conversations WHERE slug = %s", (slug,)).rowcount > 0
+def delete_conversation(conn: psycopg.Connection[Any], source: str, slug: str) -> bool:
+    """Delete a conversation of ``source``; messages, summaries and embeddings go with it (ON DELETE CASCADE)."""
+    return conn.execute("DELETE FROM conversations WHERE source = %s AND slug = %s", (source, slug)).rowcount > 0
 
 
 # --- summaries -------------------------------------------------------------
@@ -382,9 +386,11 @@ def sync_summaries(
 # --- folder state and errors ------------------------------------------------
 
 
-def folder_states(conn: psycopg.Connection[Any]) -> dict[str, tuple[str | None, str | None]]:
-    """Fingerprints of every slug's folders at its last sync."""
-    rows = conn.execute("SELECT slug, conversation_fingerprint, summaries_fingerprint FROM folder_state")
+def folder_states(conn: psycopg.Connection[Any], source: str) -> dict[str, tuple[str | None, str | None]]:
+    """Fingerprints of every slug's folders of ``source`` at its last sync."""
+    rows = conn.execute(
+        "SELECT slug, conversation_fingerprint, summaries_fingerprint FROM folder_state WHERE source = %s", (source,)
+    )
     return {slug: (conv_fp, sum_fp) for slug, conv_fp, sum_fp in rows}
 
 
@@ -401,23 +407,26 @@ def in_progress_fingerprint(fingerprint: str | None) -> str:
 
 
 def record_folder_state(
-    conn: psycopg.Connection[Any], slug: str, conversation_fp: str | None, summaries_fp: str | None
+    conn: psycopg.Connection[Any], source: str, slug: str, conversation_fp: str | None, summaries_fp: str | None
 ) -> None:
     """Remember what the folders looked like; forget slugs that have no folder left."""
     if conversation_fp is None and summaries_fp is None:
-        conn.execute("DELETE FROM folder_state WHERE slug = %s", (slug,))
+        conn.execute("DELETE FROM folder_state WHERE source = %s AND slug = %s", (source, slug))
         return
     conn.execute(
-        "INSERT INTO folder_state (slug, conversation_fingerprint, summaries_fingerprint) VALUES (%s, %s, %s)"
-        " ON CONFLICT (slug) DO UPDATE SET conversation_fingerprint = EXCLUDED.conversation_fingerprint,"
+        "INSERT INTO folder_state (source, slug, conversation_fingerprint, summaries_fingerprint)"
+        " VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (source, slug) DO UPDATE SET conversation_fingerprint = EXCLUDED.conversation_fingerprint,"
         " summaries_fingerprint = EXCLUDED.summaries_fingerprint, synced_at = now()"
         " WHERE (folder_state.conversation_fingerprint, folder_state.summaries_fingerprint)"
         " IS DISTINCT FROM (EXCLUDED.conversation_fingerprint, EXCLUDED.summaries_fingerprint)",
-        (slug, conversation_fp, summaries_fp),
+        (source, slug, conversation_fp, summaries_fp),
     )
 
 
-def record_problems(conn: psycopg.Connection[Any], slug: str, problems: Mapping[str, tuple[str, str]]) -> list[str]:
+def record_problems(
+    conn: psycopg.Connection[Any], source: str, slug: str, problems: Mapping[str, tuple[str, str]]
+) -> list[str]:
     """Make ``ingest_errors`` for this slug hold exactly ``problems`` (path -> (severity, message)).
 
     Returns the paths whose problem is new or changed, so the caller logs each
@@ -426,38 +435,43 @@ def record_problems(conn: psycopg.Connection[Any], slug: str, problems: Mapping[
     stored = {
         path: (severity, error)
         for path, severity, error in conn.execute(
-            "SELECT path, severity, error FROM ingest_errors WHERE slug = %s", (slug,)
+            "SELECT path, severity, error FROM ingest_errors WHERE source = %s AND slug = %s", (source, slug)
         )
     }
     gone = [path for path in stored if path not in problems]
     if gone:
-        conn.execute("DELETE FROM ingest_errors WHERE path = ANY(%s)", (gone,))
+        conn.execute("DELETE FROM ingest_errors WHERE source = %s AND path = ANY(%s)", (source, gone))
     fresh: list[str] = []
     for path, (severity, error) in problems.items():
         if stored.get(path) == (severity, error):
             continue
         fresh.append(path)
         conn.execute(
-            "INSERT INTO ingest_errors (path, slug, severity, error) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (path) DO UPDATE SET slug = EXCLUDED.slug, severity = EXCLUDED.severity,"
+            "INSERT INTO ingest_errors (source, path, slug, severity, error) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (source, path) DO UPDATE SET slug = EXCLUDED.slug, severity = EXCLUDED.severity,"
             " error = EXCLUDED.error, last_seen = now(), count = ingest_errors.count + 1",
-            (path, slug, severity, error),
+            (source, path, slug, severity, error),
         )
     return fresh
 
 
-def standing_errors(conn: psycopg.Connection[Any], slugs: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """``(path, error)`` of every file whose last read failed (all slugs, or only ``slugs``), by path.
+def standing_errors(
+    conn: psycopg.Connection[Any], source: str, slugs: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """``(path, error)`` of every file of ``source`` whose last read failed (all slugs, or only ``slugs``), by path.
 
     What ``memoryd ingest`` reports and exits 1 on: an error stands until the
     file is fixed, whether or not this run re-read it.
     """
     if slugs is None:
-        rows = conn.execute("SELECT path, error FROM ingest_errors WHERE severity = 'error' ORDER BY path")
+        rows = conn.execute(
+            "SELECT path, error FROM ingest_errors WHERE source = %s AND severity = 'error' ORDER BY path", (source,)
+        )
     else:
         rows = conn.execute(
-            "SELECT path, error FROM ingest_errors WHERE severity = 'error' AND slug = ANY(%s) ORDER BY path",
-            (list(slugs),),
+            "SELECT path, error FROM ingest_errors WHERE source = %s AND severity = 'error' AND slug = ANY(%s)"
+            " ORDER BY path",
+            (source, list(slugs)),
         )
     return [(path, error) for path, error in rows]
 
@@ -666,7 +680,7 @@ def counts(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
         " (SELECT count(*) FROM summaries), (SELECT count(*) FROM embeddings WHERE model = %s),"
         " (SELECT max(synced_at) FROM folder_state),"
         " (SELECT count(*) FROM folder_state AS f WHERE f.summaries_fingerprint IS NOT NULL"
-        "   AND NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.slug = f.slug))",
+        "   AND NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.source = f.source AND c.slug = f.slug))",
         (model,),
     ).fetchone()
     assert row is not None
@@ -685,8 +699,10 @@ def stats(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
     """Everything ``memoryd status`` shows."""
     models = conn.execute("SELECT model, dim, count(*) FROM embeddings GROUP BY model, dim ORDER BY model").fetchall()
     problems = conn.execute(
-        "SELECT path, slug, severity, error, first_seen, last_seen, count FROM ingest_errors ORDER BY last_seen DESC"
+        "SELECT path, slug, severity, error, first_seen, last_seen, count, source FROM ingest_errors"
+        " ORDER BY last_seen DESC"
     ).fetchall()
+    sources = conn.execute("SELECT source, count(*) FROM conversations GROUP BY source ORDER BY source").fetchall()
     in_progress = conn.execute(
         "SELECT slug FROM folder_state WHERE starts_with(conversation_fingerprint, %s) ORDER BY slug", (IN_PROGRESS,)
     ).fetchall()
@@ -694,6 +710,7 @@ def stats(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
         **counts(conn, model),
         "in_progress": [row[0] for row in in_progress],
         "models": [{"model": m, "dim": d, "embeddings": n} for m, d, n in models],
+        "sources": [{"name": name, "conversations": n} for name, n in sources],
         "problems": [
             {
                 "path": p,
@@ -703,8 +720,9 @@ def stats(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
                 "first_seen": f.isoformat(),
                 "last_seen": ls.isoformat(),
                 "count": c,
+                "source": src,
             }
-            for p, s, sev, e, f, ls, c in problems
+            for p, s, sev, e, f, ls, c, src in problems
         ],
     }
 
@@ -729,22 +747,23 @@ class StoredSlug:
     messages: list[StoredMessage] | None = None  # read only when asked (ingest --force re-compares them)
 
 
-def lock_slugs(conn: psycopg.Connection[Any], slugs: Sequence[str]) -> None:
+def lock_slugs(conn: psycopg.Connection[Any], source: str, slugs: Sequence[str]) -> None:
     """:func:`lock_slug` for many slugs, in one statement, in key order (two such batches never deadlock)."""
-    keys = sorted({_slug_lock_key(slug) for slug in slugs})
+    keys = sorted({_slug_lock_key(source, slug) for slug in slugs})
     conn.execute(
         "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS ordered", (keys,)
     )
 
 
 def stored_slugs(
-    conn: psycopg.Connection[Any], slugs: Sequence[str], *, messages: bool = False
+    conn: psycopg.Connection[Any], source: str, slugs: Sequence[str], *, messages: bool = False
 ) -> dict[str, StoredSlug]:
-    """Three queries (four with ``messages``) for the stored state of many slugs that have a conversation."""
+    """Three queries (four with ``messages``) for the stored state of many slugs of ``source`` with a conversation."""
     conversations = {
         slug: (conv_id, content_hash, source_path)
         for slug, conv_id, content_hash, source_path in conn.execute(
-            "SELECT slug, id, content_hash, source_path FROM conversations WHERE slug = ANY(%s)", (list(slugs),)
+            "SELECT slug, id, content_hash, source_path FROM conversations WHERE source = %s AND slug = ANY(%s)",
+            (source, list(slugs)),
         )
     }
     summaries: dict[int, dict[tuple[int, str], tuple[str, list[Any], list[str], str]]] = {}
@@ -756,7 +775,8 @@ def stored_slugs(
         summaries.setdefault(conv_id, {})[(level, key)] = (content_hash, list(covers), list(topics), source_path)
     problems: dict[str, dict[str, tuple[str, str]]] = {}
     for slug, path, severity, error in conn.execute(
-        "SELECT slug, path, severity, error FROM ingest_errors WHERE slug = ANY(%s)", (list(slugs),)
+        "SELECT slug, path, severity, error FROM ingest_errors WHERE source = %s AND slug = ANY(%s)",
+        (source, list(slugs)),
     ):
         problems.setdefault(slug, {})[path] = (severity, error)
     rows: dict[int, list[StoredMessage]] | None = None
@@ -810,17 +830,19 @@ def nothing_to_write(
     return wanted == stored.summaries
 
 
-def record_folder_states(conn: psycopg.Connection[Any], states: Sequence[tuple[str, str | None, str | None]]) -> None:
+def record_folder_states(
+    conn: psycopg.Connection[Any], source: str, states: Sequence[tuple[str, str | None, str | None]]
+) -> None:
     """:func:`record_folder_state` for many slugs with folders, in one statement."""
     if not states:
         return
     slugs, conv_fps, sum_fps = (list(column) for column in zip(*states, strict=True))
     conn.execute(
-        "INSERT INTO folder_state (slug, conversation_fingerprint, summaries_fingerprint)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])"
-        " ON CONFLICT (slug) DO UPDATE SET conversation_fingerprint = EXCLUDED.conversation_fingerprint,"
+        "INSERT INTO folder_state (source, slug, conversation_fingerprint, summaries_fingerprint)"
+        " SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT (source, slug) DO UPDATE SET conversation_fingerprint = EXCLUDED.conversation_fingerprint,"
         " summaries_fingerprint = EXCLUDED.summaries_fingerprint, synced_at = now()"
         " WHERE (folder_state.conversation_fingerprint, folder_state.summaries_fingerprint)"
         " IS DISTINCT FROM (EXCLUDED.conversation_fingerprint, EXCLUDED.summaries_fingerprint)",
-        (slugs, conv_fps, sum_fps),
+        (source, slugs, conv_fps, sum_fps),
     )

@@ -121,10 +121,16 @@ class ReconcileReport:
 
 
 class Syncer:
-    """Syncs slugs from the configured folders into the database."""
+    """Syncs slugs from the configured folders into the database, as this machine's source.
+
+    Every read, lock and delete is scoped to ``[source] name``: another
+    source's conversations are never compared with these folders, so they
+    are never deleted for being absent from them.
+    """
 
     def __init__(self, db: Database, config: Config) -> None:
         self.db = db
+        self.source = config.source.name
         self.conversations_dir = config.paths.conversations
         self.summaries_dir = config.paths.summaries
         self.on_delete = config.watch.on_delete
@@ -254,8 +260,10 @@ class Syncer:
         recorded, with the others' in one statement; the rest go through
         :meth:`_store_slug`.
         """
-        store.lock_slugs(conn, [inp.slug for inp in inputs])
-        stored = store.stored_slugs(conn, [inp.slug for inp in inputs], messages=any(i.recheck for i in inputs))
+        store.lock_slugs(conn, self.source, [inp.slug for inp in inputs])
+        stored = store.stored_slugs(
+            conn, self.source, [inp.slug for inp in inputs], messages=any(i.recheck for i in inputs)
+        )
         results: list[tuple[store.SlugChanges, list[str]]] = []
         states: list[tuple[str, str | None, str | None]] = []
         for inp in inputs:
@@ -271,28 +279,29 @@ class Syncer:
                 states.append((inp.slug, inp.conv_fp, inp.sum_fp))
             else:
                 results.append(self._store_slug(conn, inp))
-        store.record_folder_states(conn, states)
+        store.record_folder_states(conn, self.source, states)
         return results
 
     def _store_slug(self, conn: psycopg.Connection[Any], inp: SlugInput) -> tuple[store.SlugChanges, list[str]]:
         changes = store.SlugChanges()
         slug = inp.slug
-        store.lock_slug(conn, slug)
+        source = self.source
+        store.lock_slug(conn, source, slug)
         conv_id: int | None
-        if inp.conversation is not None and inp.torn and _would_shrink(conn, inp.conversation):
-            conv_id = store.conversation_id(conn, slug)  # the stored, longer version stays until the line ends
+        if inp.conversation is not None and inp.torn and _would_shrink(conn, source, inp.conversation):
+            conv_id = store.conversation_id(conn, source, slug)  # the stored, longer version stays until the line ends
             changes.conversation = "kept"
         elif inp.conversation is not None:
-            conv_id = store.upsert_conversation(conn, inp.conversation, changes, recheck=inp.recheck)
+            conv_id = store.upsert_conversation(conn, source, inp.conversation, changes, recheck=inp.recheck)
         elif inp.conv_failed:
-            conv_id = store.conversation_id(conn, slug)  # the stored version stays
+            conv_id = store.conversation_id(conn, source, slug)  # the stored version stays
             changes.conversation = "failed"
         elif self.on_delete == "delete":
             conv_id = None
-            if store.delete_conversation(conn, slug):
+            if store.delete_conversation(conn, source, slug):
                 changes.conversation = "deleted"
         else:
-            conv_id = store.conversation_id(conn, slug)
+            conv_id = store.conversation_id(conn, source, slug)
             changes.conversation = "kept" if conv_id is not None else "absent"
         if inp.summaries is None:
             pass  # unreadable summaries folder: nothing to compare with, so nothing changes
@@ -300,9 +309,9 @@ class Syncer:
             changes.summaries_waiting = sum(len(r) for r in inp.summaries.values() if not isinstance(r, ParseError))
         elif inp.sum_fp is not None or self.on_delete == "delete":
             store.sync_summaries(conn, conv_id, inp.summaries, changes)
-        fresh = store.record_problems(conn, slug, inp.problems)
+        fresh = store.record_problems(conn, source, slug, inp.problems)
         conv_fp = store.in_progress_fingerprint(inp.conv_fp) if inp.in_progress else inp.conv_fp
-        store.record_folder_state(conn, slug, conv_fp, inp.sum_fp)
+        store.record_folder_state(conn, source, slug, conv_fp, inp.sum_fp)
         changes.errors = sorted(inp.problems)
         return changes, fresh
 
@@ -330,7 +339,7 @@ class Syncer:
     def standing_errors(self, slugs: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """``(path, error)`` of the files that could not be read, as recorded (all slugs or only ``slugs``)."""
         scope = None if slugs is None else [_db_text(slug) for slug in slugs]
-        return self.db.run(store.standing_errors, scope)
+        return self.db.run(store.standing_errors, self.source, scope)
 
     def slugs_to_sync(self, *, force: bool = False) -> list[str]:
         """Slugs whose folders differ from what the database saw at their last sync."""
@@ -342,7 +351,7 @@ class Syncer:
         A conversation whose folders are gone and that has no folder state
         (stored by an older run) is included when ``on_delete = "delete"``.
         """
-        known, stored = self.db.run(_known_slugs)
+        known, stored = self.db.run(_known_slugs, self.source)
         if slugs is not None:
             todo = sorted(set(slugs))
         else:
@@ -450,7 +459,7 @@ class Syncer:
             return set()
         started = time.monotonic()
         try:
-            inserted = set(self.db.run(store.insert_new_slugs, items))
+            inserted = set(self.db.run(store.insert_new_slugs, self.source, items))
         except (DatabaseUnavailable, Cancelled):
             raise
         except psycopg.Error as exc:  # e.g. one row the database refuses: fall back to slug by slug
@@ -495,7 +504,7 @@ class Syncer:
 
         def record(conn: psycopg.Connection[Any]) -> None:
             path = _db_text(str(self.conversations_dir / slug))
-            store.record_problems(conn, _db_text(slug), {path: ("error", message)})
+            store.record_problems(conn, self.source, _db_text(slug), {path: ("error", message)})
 
         try:
             self.db.run(record)
@@ -512,17 +521,20 @@ def _reason(exc: ParseError) -> str:
     return exc.reason if exc.line is None else f"line {exc.line}: {exc.reason}"
 
 
-def _would_shrink(conn: psycopg.Connection[Any], conv: Conversation) -> bool:
+def _would_shrink(conn: psycopg.Connection[Any], source: str, conv: Conversation) -> bool:
     """Whether storing ``conv`` would leave fewer messages than are stored now."""
     row = conn.execute(
         "SELECT count(m.id) FROM conversations AS c LEFT JOIN messages AS m ON m.conversation_id = c.id"
-        " WHERE c.slug = %s",
-        (conv.slug,),
+        " WHERE c.source = %s AND c.slug = %s",
+        (source, conv.slug),
     ).fetchone()
     return row is not None and int(row[0]) > len(conv.messages)
 
 
-def _known_slugs(conn: psycopg.Connection[Any]) -> tuple[dict[str, tuple[str | None, str | None]], set[str]]:
-    known = store.folder_states(conn)
-    stored = {row[0] for row in conn.execute("SELECT slug FROM conversations")}
+def _known_slugs(
+    conn: psycopg.Connection[Any], source: str
+) -> tuple[dict[str, tuple[str | None, str | None]], set[str]]:
+    """The folder states and stored slugs of ``source``: what its folders are compared with."""
+    known = store.folder_states(conn, source)
+    stored = {row[0] for row in conn.execute("SELECT slug FROM conversations WHERE source = %s", (source,))}
     return known, stored

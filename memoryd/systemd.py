@@ -58,7 +58,7 @@ def memoryd_command() -> list[str]:
 
 def render_unit(config: Config) -> str:
     """The template with ExecStart, WorkingDirectory and ReadWritePaths for ``config``."""
-    if config.source is None:
+    if config.file is None:
         raise MemorydError("the unit needs a configuration file to point at")
     # %C is ~/.cache for a user unit: the embedder's ONNX export and precision choice live there.
     cache_root().mkdir(parents=True, exist_ok=True)
@@ -67,8 +67,8 @@ def render_unit(config: Config) -> str:
         config.database.data_dir.mkdir(parents=True, exist_ok=True)
         writable.insert(0, "-" + _escape(str(config.database.data_dir)))
     replacements = {
-        "ExecStart=": _escape(shlex.join([*memoryd_command(), "--config", str(config.source), "watch"])),
-        "WorkingDirectory=": _escape(str(config.source.parent)),
+        "ExecStart=": _escape(shlex.join([*memoryd_command(), "--config", str(config.file), "watch"])),
+        "WorkingDirectory=": _escape(str(config.file.parent)),
         "ReadWritePaths=": " ".join(writable),
     }
     lines = []

@@ -110,7 +110,7 @@ def verify(db: Database, config: Config) -> VerifyReport:
     """Compare every folder with the database; nothing is written anywhere."""
     started = time.monotonic()
     report = VerifyReport(model=config.embedding.model)
-    stored = db.run(_read_stored, config.embedding.model)
+    stored = db.run(_read_stored, config.embedding.model, config.source.name)
     report.conversations = len(stored.conversations)
     report.messages = sum(sum(c.values()) for c in stored.messages.values())
     report.summaries = sum(sum(c.values()) for c in stored.summaries.values())
@@ -217,24 +217,30 @@ def _compare_summaries(drift: SlugDrift, on_disk: Counter[SummaryKey], in_db: Co
         )
 
 
-def _read_stored(conn: psycopg.Connection[Any], model: str) -> _Stored:
-    """Everything compared, in one read-only transaction (one snapshot)."""
+def _read_stored(conn: psycopg.Connection[Any], model: str, source: str) -> _Stored:
+    """Everything compared, of this machine's ``source`` only, in one read-only transaction (one snapshot)."""
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     stored = _Stored()
-    for slug, source_hash in conn.execute("SELECT slug, content_hash FROM conversations"):
+    params = {"model": model, "source": source}
+    for slug, source_hash in conn.execute(
+        "SELECT slug, content_hash FROM conversations WHERE source = %(source)s", params
+    ):
         stored.conversations[slug] = source_hash
     for slug, seq, role, digest in conn.execute(
         "SELECT c.slug, m.seq, m.role, m.content_hash FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+        " WHERE c.source = %(source)s",
+        params,
     ):
         stored.messages[slug][(seq, role, digest)] += 1
     for slug, level, key, digest in conn.execute(
         "SELECT c.slug, s.level, s.key, s.content_hash"
-        " FROM summaries s JOIN conversations c ON c.id = s.conversation_id"
+        " FROM summaries s JOIN conversations c ON c.id = s.conversation_id WHERE c.source = %(source)s",
+        params,
     ):
         stored.summaries[slug][(level, key, digest)] += 1
-    for slug, count in conn.execute(_PENDING_SQL, {"model": model}):
+    for slug, count in conn.execute(_PENDING_SQL, params):
         stored.pending[slug] = count
-    for slug, count in conn.execute(_ORPHANED_SQL, {"model": model}):
+    for slug, count in conn.execute(_ORPHANED_SQL, params):
         stored.orphaned[slug] = count
     return stored
 
@@ -250,6 +256,7 @@ SELECT c.slug, count(*) FROM (
         SELECT 1 FROM embeddings e
         WHERE e.summary_id = s.id AND e.model = %(model)s AND e.content_hash = s.content_hash)
 ) t JOIN conversations c ON c.id = t.conversation_id
+WHERE c.source = %(source)s
 GROUP BY c.slug
 """
 
@@ -270,5 +277,6 @@ SELECT c.slug, sum(t.n) FROM (
         HAVING max(e.chunk) + 1 <> count(*)
     ) g GROUP BY g.conversation_id
 ) t JOIN conversations c ON c.id = t.conversation_id
+WHERE c.source = %(source)s
 GROUP BY c.slug
 """

@@ -8,12 +8,14 @@ developer's own MEMORYD_* variables can leak in.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from memoryd.config import Config, DatabaseConfig, PathsConfig, WatchConfig, load_config
+from memoryd.config import Config, DatabaseConfig, PathsConfig, WatchConfig, load_config, log_deprecated
 from memoryd.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +51,7 @@ def config_error(path: Path | None, environ: dict[str, str]) -> str:
 def test_defaults_without_any_file(isolated: Path) -> None:
     """Without a file or MEMORYD_* variable, the defaults apply, paths relative to the working directory."""
     config = load_config(None, {})
-    assert config.source is None
+    assert config.file is None
     assert config.database.dsn is None
     assert config.paths.conversations.resolve() == isolated / "conversations"
     assert config.paths.summaries.resolve() == isolated / "summaries"
@@ -65,7 +67,7 @@ def test_repo_config_toml_equals_the_defaults() -> None:
     expected = Config(
         paths=PathsConfig(conversations=REPO_ROOT / "conversations", summaries=REPO_ROOT / "summaries"),
         database=DatabaseConfig(dsn=None, data_dir=REPO_ROOT / "data" / "embedded-pg"),
-        source=REPO_ROOT / "config.toml",
+        file=REPO_ROOT / "config.toml",
     )
     assert config == expected
 
@@ -77,7 +79,7 @@ def test_relative_paths_are_resolved_against_the_file_folder(tmp_path: Path) -> 
         '[paths]\nconversations = "convs"\nsummaries = "/srv/sums"\n[database]\ndata_dir = "~/pg"\n',
     )
     config = load_config(path, {})
-    assert config.source == path.resolve()
+    assert config.file == path.resolve()
     assert config.paths.conversations == tmp_path / "etc" / "convs"
     assert config.paths.summaries == Path("/srv/sums")
     assert config.database.data_dir == tmp_path / "home" / "pg"
@@ -96,7 +98,7 @@ def test_config_toml_in_working_directory_is_found(isolated: Path) -> None:
     """Without a path or MEMORYD_CONFIG, ./config.toml is read."""
     write(isolated / "config.toml", "[watch]\nrescan_interval_s = 5\n")
     config = load_config(None, {})
-    assert config.source == (isolated / "config.toml").resolve()
+    assert config.file == (isolated / "config.toml").resolve()
     assert config.watch.rescan_interval_s == 5
 
 
@@ -104,7 +106,7 @@ def test_user_config_is_the_last_resort(tmp_path: Path) -> None:
     """Without ./config.toml, ~/.config/memoryd/config.toml is read."""
     path = write(tmp_path / "home" / ".config" / "memoryd" / "config.toml", "[watch]\nrescan_interval_s = 7\n")
     config = load_config(None, {})
-    assert config.source == path.resolve()
+    assert config.file == path.resolve()
     assert config.watch.rescan_interval_s == 7
 
 
@@ -113,7 +115,7 @@ def test_memoryd_config_names_the_file(tmp_path: Path, isolated: Path) -> None:
     write(isolated / "config.toml", "[watch]\nrescan_interval_s = 5\n")
     path = write(tmp_path / "other.toml", "[watch]\nrescan_interval_s = 9\n")
     config = load_config(None, {"MEMORYD_CONFIG": str(path)})
-    assert config.source == path.resolve()
+    assert config.file == path.resolve()
     assert config.watch.rescan_interval_s == 9
 
 
@@ -122,7 +124,7 @@ def test_explicit_path_wins_over_memoryd_config(tmp_path: Path) -> None:
     explicit = write(tmp_path / "explicit.toml", "[watch]\nrescan_interval_s = 3\n")
     other = write(tmp_path / "other.toml", "[watch]\nrescan_interval_s = 9\n")
     config = load_config(explicit, {"MEMORYD_CONFIG": str(other)})
-    assert config.source == explicit.resolve()
+    assert config.file == explicit.resolve()
     assert config.watch.rescan_interval_s == 3
 
 
@@ -179,7 +181,8 @@ def test_empty_dsn_means_embedded(tmp_path: Path, text: str, environ: dict[str, 
     [
         (
             "[wacth]\ndebounce_ms = 1\n",
-            "unknown configuration section(s): wacth (known: paths, database, embedding, watch, log, service, sources)",
+            "unknown configuration section(s): wacth"
+            " (known: paths, database, embedding, watch, log, service, mirror, source)",
         ),
         (
             "[watch]\ndebounce = 500\n",
@@ -302,14 +305,62 @@ def test_precision_from_the_environment() -> None:
     assert load_config(None, {"MEMORYD_EMBEDDING_PRECISION": "onnx-int8"}).embedding.precision == "onnx-int8"
 
 
-def test_sources_paths(tmp_path: Path) -> None:
-    """[sources] paths are resolved like other paths, ~ expanded; an empty one (the default) mirrors nothing."""
-    path = write(tmp_path / "config.toml", '[sources]\nclaude_code = "~/.claude/projects"\ncodex = "logs/codex"\n')
+def test_mirror_paths(tmp_path: Path) -> None:
+    """[mirror] paths are resolved like other paths, ~ expanded; an empty one (the default) mirrors nothing."""
+    path = write(tmp_path / "config.toml", '[mirror]\nclaude_code = "~/.claude/projects"\ncodex = "logs/codex"\n')
     config = load_config(path, {})
-    assert config.sources.claude_code == Path("~/.claude/projects").expanduser()
-    assert config.sources.codex == tmp_path / "logs" / "codex"
-    assert load_config(path, {"MEMORYD_SOURCES_CODEX": ""}).sources.codex is None
-    assert Config().sources.claude_code is None
-    assert config_error(path, {"MEMORYD_SOURCES_TOOL_RESULT_CHARS": "lots"}) == (
-        "[sources] tool_result_chars must be an integer, got 'lots'"
+    assert config.mirror.claude_code == Path("~/.claude/projects").expanduser()
+    assert config.mirror.codex == tmp_path / "logs" / "codex"
+    assert load_config(path, {"MEMORYD_MIRROR_CODEX": ""}).mirror.codex is None
+    assert Config().mirror.claude_code is None
+    assert config_error(path, {"MEMORYD_MIRROR_TOOL_RESULT_CHARS": "lots"}) == (
+        "[mirror] tool_result_chars must be an integer, got 'lots'"
     )
+
+
+# -- [source] and the [sources] → [mirror] rename ------------------------------
+
+
+def test_source_name_defaults_to_the_host_name(tmp_path: Path) -> None:
+    """Without [source] name, this machine's source is its host name; the file and MEMORYD_SOURCE_NAME set it."""
+    assert load_config(None, {}).source.name == socket.gethostname()
+    path = write(tmp_path / "config.toml", '[source]\nname = "laptop"\n')
+    assert load_config(path, {}).source.name == "laptop"
+    assert load_config(path, {"MEMORYD_SOURCE_NAME": "desktop"}).source.name == "desktop"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "[source] name must not be empty"),
+        (
+            "lap\ttop",
+            "[source] name (MEMORYD_SOURCE_NAME; default: the host name) must be printable (no control characters),"
+            " got 'lap\\ttop'",
+        ),
+        (
+            "x" * 65,
+            "[source] name (MEMORYD_SOURCE_NAME; default: the host name) must be at most 64 characters,"
+            f" got 65: {'x' * 65!r}",
+        ),
+    ],
+)
+def test_bad_source_names_are_named(name: str, message: str) -> None:
+    """An empty, unprintable or over-long source name is a configuration error naming [source] name."""
+    assert config_error(None, {"MEMORYD_SOURCE_NAME": name}) == message
+
+
+def test_sources_section_is_a_deprecated_alias_of_mirror(tmp_path: Path) -> None:
+    """[sources] still configures the mirror, and one config_deprecated warning names [mirror]; [mirror] keys win."""
+    path = write(tmp_path / "config.toml", '[sources]\ncodex = "logs/codex"\ntool_result_chars = 10\n')
+    config = load_config(path, {"MEMORYD_MIRROR_TOOL_RESULT_CHARS": "20"})
+    assert config.mirror.codex == tmp_path / "logs" / "codex"
+    assert config.mirror.tool_result_chars == 20
+    assert config.deprecated == (("sources", "mirror"),)
+    with capture_logs() as logs:
+        log_deprecated(config)
+    assert [(e["event"], e["section"], e["use"], e["log_level"]) for e in logs] == [
+        ("config_deprecated", "sources", "mirror", "warning")
+    ]
+    assert load_config(None, {"MEMORYD_SOURCES_CODEX": "/x"}).mirror.codex == Path("/x")
+    assert load_config(write(tmp_path / "new.toml", '[mirror]\ncodex = "c"\n'), {}).deprecated == ()

@@ -105,7 +105,7 @@ def _swallow(conn: psycopg.Connection[Any], query: str) -> None:
 def test_a_deadlock_is_retried_as_a_conflict_not_an_outage(db_dsn: str, deadline_s: float | None) -> None:
     """A real `deadlock detected` is retried at once and logged as db_conflict_retried, never db_unavailable."""
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO folder_state (slug) VALUES ('a'), ('b')")
+        conn.execute("INSERT INTO folder_state (source, slug) VALUES ('here', 'a'), ('here', 'b')")
     attempts: list[int] = []
     with capture_logs() as logs:
         result = RetryPolicy(deadline_s=deadline_s).call(_deadlock, db_dsn, attempts)

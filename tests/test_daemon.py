@@ -183,11 +183,11 @@ def test_parallel_bulk_store_survives_postgres_sigkill(
         calls: list[int] = []
         original = store.insert_new_slugs
 
-        def killing(conn: Any, items: Any) -> list[str]:
+        def killing(conn: Any, source: str, items: Any) -> list[str]:
             calls.append(len(items))
             if len(calls) == 3:
                 _kill_postmaster(server)  # this batch fails with the server, another may be in flight
-            return original(conn, items)
+            return original(conn, source, items)
 
         monkeypatch.setattr(store, "insert_new_slugs", killing)
         with capture_logs() as logs, Database(config.database) as db:

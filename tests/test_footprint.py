@@ -25,7 +25,7 @@ def test_unit_yields_cpu_and_disk(tmp_path: Path, config: Config) -> None:
     """The rendered unit lowers memoryd's CPU and I/O priority below the user's own work."""
     source = tmp_path / "config.toml"
     source.write_text("")
-    text = render_unit(replace(config, source=source))
+    text = render_unit(replace(config, file=source))
     settings = dict(re.findall(r"^(Nice|CPUWeight|IOSchedulingClass|IOSchedulingPriority)=(\S+)$", text, re.M))
     assert int(settings["Nice"]) > 0
     assert int(settings["CPUWeight"]) < 100  # systemd's default weight

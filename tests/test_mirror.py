@@ -1,4 +1,4 @@
-"""[sources]: the daemon mirrors agent session logs into conversation folders, with the real watcher."""
+"""[mirror]: the daemon mirrors agent session logs into conversation folders, with the real watcher."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from structlog.testing import capture_logs
 
-from memoryd.config import Config, SourcesConfig
+from memoryd.config import Config, MirrorConfig
 from memoryd.mirror import SourceMirror
 from tests.daemon_helpers import fast_config, running_daemon, wait_for
 from tests.exports.session_helpers import write_log
@@ -47,7 +47,7 @@ def test_daemon_mirrors_sessions(tmp_path: Path, config: Config, db_dsn: str, em
     """A session is stored at start, its appended lines update the same conversation, deleting the log keeps it."""
     projects = tmp_path / "claude" / "projects"
     log_a = write_log(projects / "-home-me-orchard" / "alpha.jsonl", [turn(0, "alpha"), turn(1, "alpha")])
-    config = replace(fast_config(config), sources=SourcesConfig(claude_code=projects))
+    config = replace(fast_config(config), mirror=MirrorConfig(claude_code=projects))
     slug_a = "2026-04-02__orchard_alpha_question_0"
     slug_b = "2026-04-02__orchard_beta_question_0"
     with running_daemon(config, embedder):
@@ -62,7 +62,7 @@ def test_daemon_mirrors_sessions(tmp_path: Path, config: Config, db_dsn: str, em
 
 
 def test_mirror_without_sources_does_nothing(config: Config) -> None:
-    """Without [sources] the mirror watches nothing, starts no thread and writes nothing."""
+    """Without [mirror] the mirror watches nothing, starts no thread and writes nothing."""
     with capture_logs() as logs, SourceMirror(config) as mirror:
         assert mirror.mirror_all() == 0
         assert mirror.poll() == 0
@@ -71,9 +71,9 @@ def test_mirror_without_sources_does_nothing(config: Config) -> None:
 
 
 def test_mirror_missing_source_folder(tmp_path: Path, config: Config) -> None:
-    """A [sources] folder that does not exist (yet) is logged once and mirrored once it appears."""
+    """A [mirror] folder that does not exist (yet) is logged once and mirrored once it appears."""
     codex = tmp_path / "codex-sessions"
-    config = replace(config, sources=SourcesConfig(codex=codex))
+    config = replace(config, mirror=MirrorConfig(codex=codex))
     with capture_logs() as logs, SourceMirror(config) as mirror:
         assert mirror.mirror_all() == 0
         rollout = codex / "2026" / "04" / "02" / "rollout-2026-04-02T09-00-00-abc.jsonl"
@@ -94,7 +94,7 @@ def test_rescan_reads_only_changed_logs(tmp_path: Path, config: Config) -> None:
     """A rescan reads only logs whose size or mtime changed; a folder deleted by hand returns when its log grows."""
     projects = tmp_path / "claude"
     log = write_log(projects / "-home-me-orchard" / "gamma.jsonl", [turn(0, "gamma"), turn(1, "gamma")])
-    config = replace(config, sources=SourcesConfig(claude_code=projects))
+    config = replace(config, mirror=MirrorConfig(claude_code=projects))
     folder = config.paths.conversations / "2026-04-02__orchard_gamma_question_0"
     with SourceMirror(config) as mirror:
         assert mirror.mirror_all() == 1

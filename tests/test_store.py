@@ -88,13 +88,13 @@ def test_upsert_twice_rewrites_nothing(db: Database) -> None:
     """Storing the same conversation again leaves every row (and its xmin) as it was."""
     conv = _conversation("s1", _msgs("a", "b"))
     with db.connection() as conn:
-        store.upsert_conversation(conn, conv, store.SlugChanges())
+        store.upsert_conversation(conn, "here", conv, store.SlugChanges())
     with db.connection() as conn:
         before = _rows(conn)
         conv_xmin = conn.execute("SELECT xmin::text FROM conversations").fetchone()
     changes = store.SlugChanges()
     with db.connection() as conn:
-        store.upsert_conversation(conn, conv, changes)
+        store.upsert_conversation(conn, "here", conv, changes)
     with db.connection() as conn:
         assert _rows(conn) == before
         assert conn.execute("SELECT xmin::text FROM conversations").fetchone() == conv_xmin
@@ -104,12 +104,12 @@ def test_upsert_twice_rewrites_nothing(db: Database) -> None:
 def test_insertion_keeps_ids_of_moved_messages(db: Database) -> None:
     """After an insertion at seq 1 the later messages keep their ids with new seqs (deferred unique)."""
     with db.connection() as conn:
-        store.upsert_conversation(conn, _conversation("s1", _msgs("a", "b", "c")), store.SlugChanges())
+        store.upsert_conversation(conn, "here", _conversation("s1", _msgs("a", "b", "c")), store.SlugChanges())
         ids = {content: row_id for row_id, _, content, _ in _rows(conn)}
     new = [Message(0, "user", "a"), Message(1, "user", "x"), Message(2, "assistant", "b"), Message(3, "user", "c")]
     changes = store.SlugChanges()
     with db.connection() as conn:
-        store.upsert_conversation(conn, _conversation("s1", new, source_hash="h2"), changes)
+        store.upsert_conversation(conn, "here", _conversation("s1", new, source_hash="h2"), changes)
         rows = _rows(conn)
     assert [content for _, _, content, _ in rows] == ["a", "x", "b", "c"]
     assert {content: row_id for row_id, _, content, _ in rows if content != "x"} == ids
@@ -119,9 +119,9 @@ def test_insertion_keeps_ids_of_moved_messages(db: Database) -> None:
 def test_record_problems_reports_each_problem_once(db: Database) -> None:
     """A problem is 'fresh' the first time and when its text changes, not when seen again."""
     with db.connection() as conn:
-        assert store.record_problems(conn, "s", {"/p": ("error", "bad")}) == ["/p"]
-        assert store.record_problems(conn, "s", {"/p": ("error", "bad")}) == []
-        assert store.record_problems(conn, "s", {"/p": ("error", "worse")}) == ["/p"]
+        assert store.record_problems(conn, "here", "s", {"/p": ("error", "bad")}) == ["/p"]
+        assert store.record_problems(conn, "here", "s", {"/p": ("error", "bad")}) == []
+        assert store.record_problems(conn, "here", "s", {"/p": ("error", "worse")}) == ["/p"]
         assert conn.execute("SELECT count FROM ingest_errors WHERE path = '/p'").fetchone() == (2,)
-        assert store.record_problems(conn, "s", {}) == []
+        assert store.record_problems(conn, "here", "s", {}) == []
         assert conn.execute("SELECT count(*) FROM ingest_errors").fetchone() == (0,)

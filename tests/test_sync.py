@@ -83,10 +83,10 @@ def test_bulk_batches_are_stored_in_parallel(db: Database, config: Config, monke
     threads: set[str] = set()
     original = store.insert_new_slugs
 
-    def recording(conn: psycopg.Connection[Any], items: Any) -> list[str]:
+    def recording(conn: psycopg.Connection[Any], source: str, items: Any) -> list[str]:
         threads.add(threading.current_thread().name)
         time.sleep(0.05)  # long enough for the batches to overlap
-        return original(conn, items)
+        return original(conn, source, items)
 
     monkeypatch.setattr(store, "insert_new_slugs", recording)
     progress: list[int] = []
