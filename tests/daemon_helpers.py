@@ -65,9 +65,11 @@ def database_mismatch(dsn: str, config: Config, model: str) -> str | None:
     """Why the database does not match the folders exactly, or None when it does.
 
     Every conversation, message and summary on disk is stored once with its
-    content, none extra, and every stored text has its embeddings (chunks
+    content, none extra, in the configuration's source (other sources' rows
+    are not compared), and every stored text has its embeddings (chunks
     0..n-1 of its current content) and nothing pending.
     """
+    source = config.source.name
     expected: dict[str, tuple[list[tuple[int, str, str]], set[tuple[int, str, str]]]] = {}
     for folder in sorted(config.paths.conversations.iterdir()):
         if not folder.is_dir() or folder.name.startswith("."):
@@ -85,21 +87,24 @@ def database_mismatch(dsn: str, config: Config, model: str) -> str | None:
         expected[folder.name] = ([(m.seq, m.role, m.content) for m in conv.messages], summaries)
     try:
         with psycopg.connect(dsn, connect_timeout=5) as conn:
-            stored_slugs = [row[0] for row in conn.execute("SELECT slug FROM conversations ORDER BY slug")]
+            stored_slugs = [
+                row[0]
+                for row in conn.execute("SELECT slug FROM conversations WHERE source = %s ORDER BY slug", (source,))
+            ]
             if stored_slugs != sorted(expected):
                 return f"slugs differ: db={stored_slugs} disk={sorted(expected)}"
             for slug, (messages, summaries) in expected.items():
                 rows = conn.execute(
                     "SELECT m.seq, m.role, m.content FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-                    " WHERE c.slug = %s ORDER BY m.seq",
-                    (slug,),
+                    " WHERE c.source = %s AND c.slug = %s ORDER BY m.seq",
+                    (source, slug),
                 ).fetchall()
                 if [tuple(r) for r in rows] != messages:
                     return f"{slug}: messages differ ({len(rows)} stored, {len(messages)} on disk)"
                 srows = conn.execute(
                     "SELECT s.level, s.key, s.content FROM summaries s JOIN conversations c ON c.id = s.conversation_id"
-                    " WHERE c.slug = %s",
-                    (slug,),
+                    " WHERE c.source = %s AND c.slug = %s",
+                    (source, slug),
                 ).fetchall()
                 if {tuple(r) for r in srows} != summaries or len(srows) != len(summaries):
                     return f"{slug}: summaries differ"

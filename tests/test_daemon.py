@@ -116,13 +116,14 @@ def test_changes_while_stopped_are_found_at_start(config: Config, db_dsn: str, e
 
 
 def test_second_daemon_is_refused(config: Config, embedder: Embedder) -> None:
-    """Only one daemon per database: a second one fails with a clear message naming the first."""
+    """Only one daemon per source and database: a second one fails with a clear message naming the first."""
     from memoryd.errors import AlreadyRunning
 
     config = fast_config(config)
     with running_daemon(config, embedder):
         second = Daemon(config, embedder_factory=lambda: embedder)
-        with pytest.raises(AlreadyRunning, match=r"another memoryd daemon is already watching .*memoryd watch pid="):
+        expected = r"another memoryd daemon is already watching source .* \(memoryd watch source=.* pid="
+        with pytest.raises(AlreadyRunning, match=expected):
             second.run()
 
 
