@@ -13,6 +13,7 @@ import json
 import os
 import select
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -48,7 +49,20 @@ from tests.test_cli import (
 )
 
 TOOLS = {"search", "fetch", "conversation", "recent", "status"}
-SEARCH_OPTIONS = {"query", "k", "mode", "slugs", "slug_prefix", "roles", "levels", "kinds", "since", "until", "context"}
+SEARCH_OPTIONS = {
+    "query",
+    "k",
+    "mode",
+    "slugs",
+    "slug_prefix",
+    "roles",
+    "levels",
+    "kinds",
+    "since",
+    "until",
+    "context",
+    "sources",
+}
 PORTS_QUERY = "which network ports are open on my server"
 GARDEN = "2025-07-03__tomato_garden"
 GARDEN_MESSAGES = [
@@ -199,6 +213,11 @@ def test_search_filters(server: McpSession) -> None:
     june_2 = server.ok("search", {"query": PORTS_QUERY, "since": "2025-06-02", "until": "2025-06-02"})["hits"]
     assert june_2
     assert {hit["slug"] for hit in june_2} == {FIREWALL}
+    here = socket.gethostname()  # the indexed folders' source: no [source] name, so the host name
+    mine = server.ok("search", {"query": PORTS_QUERY, "sources": [here]})["hits"]
+    assert mine
+    assert {hit["source"] for hit in mine} == {here}
+    assert server.ok("search", {"query": PORTS_QUERY, "sources": ["another-machine"]})["hits"] == []
 
 
 def test_fetch_returns_a_hit_again_with_its_context(server: McpSession) -> None:
@@ -222,6 +241,8 @@ def test_conversation_whole_and_window(server: McpSession) -> None:
     assert whole["info"]["slug"] == FIREWALL
     assert [t["text"] for t in whole["turns"]] == [text for _, text in FIREWALL_MESSAGES]
     assert [s["text"] for s in whole["summaries"]] == [FIREWALL_SUMMARY["content"]]
+    assert whole["info"]["source"] == socket.gethostname()
+    assert server.ok("conversation", {"slug": FIREWALL, "source": socket.gethostname()})["conversation"] == whole
     window = server.ok("conversation", {"slug": BREAD, "around": 2, "window": 1})["conversation"]
     assert [t["seq"] for t in window["turns"]] == [1, 2, 3]
     assert window["first_seq"] == 1

@@ -122,6 +122,14 @@ def test_service_answers_like_in_process(served: Config, embedder: Any) -> None:
             assert [t.seq for t in best.context.before] == [1]
             assert remote.hit(best.id) == local.hit(best.id, context=2)
             assert remote.conversation(TRAIN, around=1, window=1) == local.conversation(TRAIN, around=1, window=1)
+            here = served.source.name
+            assert remote.conversation(TRAIN, source=here) == local.conversation(TRAIN, source=here)
+            with pytest.raises(NotFound, match=r"no conversation .* in source 'elsewhere'"):
+                remote.conversation(TRAIN, source="elsewhere")
+            mine = remote.search("night train", k=3, mode="text", sources=[here])
+            assert mine == local.search("night train", k=3, mode="text", sources=[here])
+            assert mine and {h.source for h in mine} == {here}
+            assert remote.search("night train", k=3, mode="text", sources=["elsewhere"]) == []
             assert remote.recent(limit=5) == local.recent(limit=5)
             status = remote.status()
             assert status["answered_by"] == "service" and status["conversations"] == 2
