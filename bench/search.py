@@ -107,6 +107,13 @@ def make_chunks(sentences: list[str], vectors: Vectors, chunks: int, seed: int) 
     return texts, out
 
 
+def bench_source(conv_id: int) -> str:
+    """Three machines share the database: "gpu-box" holds 2% of the conversations, "laptop" and "desktop" the rest."""
+    if conv_id % 50 == 0:
+        return "gpu-box"
+    return "laptop" if conv_id % 2 else "desktop"
+
+
 def load(conn: psycopg.Connection[Any], texts: list[str], vectors: Vectors, model: str, seed: int) -> tuple[int, int]:
     """Write conversations, messages, summaries and embeddings with binary COPY; returns (messages, summaries)."""
     rng = random.Random(seed)
@@ -167,7 +174,7 @@ def load(conn: psycopg.Connection[Any], texts: list[str], vectors: Vectors, mode
         ) as copy:
             copy.set_types(["int8", "text", "text", "text", "date", "int8", "int8", "text", "text", "text"])
             for cid, slug, title, day in rows_conv:
-                copy.write_row((cid, "bench", slug, title, day, 0, 0, slug, "jsonl", slug))
+                copy.write_row((cid, bench_source(cid), slug, title, day, 0, 0, slug, "jsonl", slug))
         with cur.copy(
             "COPY messages (id, conversation_id, seq, role, content, content_hash) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:
@@ -322,12 +329,11 @@ def main() -> None:
     common = [SearchQuery(re.sub(r"\s*\(\d+\)", "", q.text), q.vector, q.model, q.dim) for q in queries]
     with server_dsn() as admin, fresh_database(admin) as dsn, psycopg.connect(dsn) as conn:
         print(fill_database(conn, texts, vectors, embedder, args.seed), flush=True)
-        with conn.transaction():
-            plan = explain_query(conn, queries[0], k=K)
-        print(
-            f"plan: vector query uses the HNSW index: {f'Index Scan using {hnsw_index_name(embedder.name)}' in plan}",
-            flush=True,
-        )
+        for label, plan_filters in (("", None), (", --source laptop", SearchFilters(sources=("laptop",)))):
+            with conn.transaction():
+                plan = explain_query(conn, queries[0], k=K, filters=plan_filters)
+            uses = f"Index Scan using {hnsw_index_name(embedder.name)}" in plan
+            print(f"plan: vector query{label} uses the HNSW index: {uses}", flush=True)
         # Warm the caches with a pass of every mode, as a running daemon's server would be.
         for mode in ("vector", "text", "hybrid"):
             run_queries(conn, queries, mode)
@@ -345,6 +351,8 @@ def main() -> None:
                 ("one month (--since/--until)", SearchFilters(since=date(2025, 6, 1), until=date(2025, 6, 30))),
                 ("one day (--since/--until)", SearchFilters(since=date(2025, 6, 2), until=date(2025, 6, 2))),
                 ("summaries (--level 1)", SearchFilters(levels=(1,))),
+                ("one source of three (--source laptop)", SearchFilters(sources=("laptop",))),
+                ("a small source (--source gpu-box)", SearchFilters(sources=("gpu-box",))),
             )
         ]
         exact_conn.close()
@@ -395,10 +403,16 @@ def run_filtered(
     row = conn.execute(
         "SELECT avg((c.created_date BETWEEN COALESCE(%(since)s, '-infinity'::date)"
         " AND COALESCE(%(until)s, 'infinity'::date)"
-        " AND (%(level)s::int IS NULL OR s.level IS NOT DISTINCT FROM %(level)s))::int)"
+        " AND (%(level)s::int IS NULL OR s.level IS NOT DISTINCT FROM %(level)s)"
+        " AND (cardinality(%(sources)s::text[]) = 0 OR c.source = ANY(%(sources)s)))::int)"
         " FROM embeddings AS e JOIN conversations AS c ON c.id = e.conversation_id"
         " LEFT JOIN summaries AS s ON s.id = e.summary_id",
-        {"since": filters.since, "until": filters.until, "level": filters.levels[0] if filters.levels else None},
+        {
+            "since": filters.since,
+            "until": filters.until,
+            "level": filters.levels[0] if filters.levels else None,
+            "sources": list(filters.sources),
+        },
     ).fetchone()
     with conn.transaction():
         exact = selects_few_chunks(conn, filters)
