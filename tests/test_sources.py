@@ -135,6 +135,20 @@ def test_problems_and_standing_errors_are_per_source(laptop: Config, desktop: Co
         assert [path for path, _ in Syncer(db, laptop).standing_errors()] == [str(bad / "messages.jsonl")]
 
 
+def test_verify_compares_only_its_own_source(laptop: Config, desktop: Config) -> None:
+    """`memoryd verify` compares its own source only: another machine's conversations are not counted, nor drift."""
+    from memoryd.verify import verify
+
+    write_conversation(desktop.paths.conversations, "2025-03-02__elsewhere", [("user", "on the desktop")])
+    write_conversation(laptop.paths.conversations, "2025-03-02__here", [("user", "on the laptop")])
+    _sync(desktop)
+    _sync(laptop)
+    with Database(laptop.database, source="laptop") as db:
+        report = verify(db, laptop)
+    assert (report.slugs, report.conversations, report.messages) == (1, 1, 1)
+    assert {slug: drift.pending_vectors for slug, drift in report.drift.items()} == {"2025-03-02__here": 1}
+
+
 def test_slug_locks_are_per_source(db: Database) -> None:
     """Two sources lock the same slug independently; one source's writers of a slug still serialise."""
     assert store._slug_lock_key("laptop", "s") != store._slug_lock_key("desktop", "s")
