@@ -203,7 +203,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     problems = data["problems"]
     print(f"problems:       {len(problems)}")
     for p in problems:
-        print(f"  {p['severity']}: {p['path']}: {p['error']} (seen {p['count']}x, last {p['last_seen']})")
+        elsewhere = f" [source {p['source']}]" if p.get("source", data["source"]) != data["source"] else ""
+        print(f"  {p['severity']}: {p['path']}{elsewhere}: {p['error']} (seen {p['count']}x, last {p['last_seen']})")
     return 0
 
 

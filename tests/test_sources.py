@@ -237,14 +237,18 @@ def test_conversation_by_slug_shared_by_two_sources(laptop: Config, desktop: Con
 
 
 def test_status_names_the_source(db_dsn: str, tmp_path: Path) -> None:
-    """`memoryd status` prints this machine's source, and --json carries it."""
+    """`memoryd status` prints this machine's source, marks another source's problems, and --json carries both."""
+    with psycopg.connect(db_dsn) as conn:
+        store.record_problems(conn, "desktop", "s", {"/d/s/messages.jsonl": ("error", "bad line")})
     config_file = tmp_path / "laptop.toml"
     config_file.write_text(f'[database]\ndsn = "{db_dsn}"\n[source]\nname = "laptop"\n', encoding="utf-8")
     text = _memoryd(config_file, "status", "--in-process")
     assert text.returncode == 0, text.stderr
     assert "source:         laptop\n" in text.stdout
-    as_json = _memoryd(config_file, "status", "--in-process", "--json")
-    assert json.loads(as_json.stdout)["source"] == "laptop"
+    assert "  error: /d/s/messages.jsonl [source desktop]: bad line" in text.stdout
+    as_json = json.loads(_memoryd(config_file, "status", "--in-process", "--json").stdout)
+    assert as_json["source"] == "laptop"
+    assert [p["source"] for p in as_json["problems"]] == ["desktop"]
 
 
 # -- the upgrade ------------------------------------------------------------------------
@@ -403,3 +407,17 @@ def test_daemons_of_two_sources_run_side_by_side_and_two_of_one_do_not(tmp_path:
                     process.kill()
                 if process.stderr is not None:
                     process.stderr.close()
+
+
+def test_cli_logs_the_deprecated_sources_section_once(db_dsn: str, tmp_path: Path) -> None:
+    """A configuration with [sources] still runs, and the command logs one config_deprecated event naming [mirror]."""
+    config_file = tmp_path / "old.toml"
+    config_file.write_text(
+        f'[database]\ndsn = "{db_dsn}"\n[log]\nformat = "json"\n[sources]\ntool_result_chars = 100\n',
+        encoding="utf-8",
+    )
+    result = _memoryd(config_file, "init")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    deprecated = [e for e in events if e["event"] == "config_deprecated"]
+    assert [(e["section"], e["use"], e["level"]) for e in deprecated] == [("sources", "mirror", "warning")]
