@@ -96,7 +96,7 @@ def test_uri_dsn_with_query_parameters_works(remote: TcpServer) -> None:
 
 
 def test_sslmode_require_without_ssl_on_the_server_exits_2(remote_cli: Cli) -> None:
-    """`init` with sslmode=require on a server without SSL exits 2 at once, naming sslmode, without a traceback."""
+    """`status` with sslmode=require on a server without SSL exits 2 at once, naming sslmode, without a traceback."""
     dsn = remote_cli.dsn + f" password={PASSWORD} sslmode=require"
     result = remote_cli.run("status", "--in-process", env={"MEMORYD_DSN": dsn}, timeout=120)
     assert result.returncode == 2, result.stderr
