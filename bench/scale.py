@@ -218,7 +218,11 @@ def report(points: list[Point], dim: int) -> None:
             )
     print("\nsearch p95 fitted as a + b*log10(N), valid while the index stays in memory:")
     for name, attr in (("vector", "vector_ms"), ("hybrid", "hybrid_ms")):
-        a, b = log_fit([(p.chunks, percentile(getattr(p, attr), 95)) for p in points])
+        measured = [(p.chunks, percentile(getattr(p, attr), 95)) for p in points]
+        a, b = log_fit(measured)
+        if b <= 0:  # a p95 that falls as N grows is noise (a busy machine), not a trend to extrapolate
+            print(f"  {name:<6} no upward trend measured (noise); largest p95 {max(ms for _, ms in measured):.1f} ms")
+            continue
         print(f"  {name:<6} a={a:.2f} b={b:.2f}: 1M {a + b * 6:6.1f} ms, 10M {a + b * 7:6.1f} ms")
     exact = [(p.chunks, percentile(p.exact_ms, 95)) for p in points]
     print("  exact (linear in N): " + ", ".join(f"{per_million(ms, n):.0f} ms per 1M from {n}" for n, ms in exact))
