@@ -16,19 +16,17 @@ import re
 from typing import Any
 
 import psycopg
-import structlog
 
 from memoryd.errors import ServerTooOld
-
-log = structlog.get_logger(__name__)
 
 __all__ = ["MIN_PGVECTOR", "MIN_POSTGRESQL", "check_server_versions"]
 
 # PostgreSQL 14: the oldest release memoryd's SQL is written for (issue 13).
 MIN_POSTGRESQL: tuple[int, ...] = (14,)
 # pgvector 0.8.0: search sets hnsw.iterative_scan (new in 0.8.0) so that a
-# filter still returns k hits; pgvector reserves the hnsw.* prefix, so on
-# 0.7 that setting is an error, not a no-op.  (Issue 13 asked for >= 0.7.)
+# filter still returns k hits; before 0.8 that setting does not exist, and
+# where pgvector reserves the hnsw.* prefix, setting it is an error.
+# (Issue 13 asked for >= 0.7.)
 MIN_PGVECTOR: tuple[int, ...] = (0, 8, 0)
 
 
@@ -82,4 +80,3 @@ def check_server_versions(conn: psycopg.Connection[Any]) -> None:
         raise ServerTooOld(
             f"{where} pgvector {current}; memoryd needs pgvector {_version_text(MIN_PGVECTOR)} or newer{upgrade}"
         )
-    log.debug("server_versions_checked", postgresql=_version_text(server), pgvector=current)

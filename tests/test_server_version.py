@@ -6,15 +6,19 @@ memoryd asks for, not by faking the server's answers.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
-from memoryd import cli, server_version
+from memoryd import server_version
 from memoryd.config import Config
 from memoryd.db import Database, RetryPolicy
 from memoryd.errors import ServerTooOld
+from tests.test_cli import clean_environment, create_database, drop_database
 
 
 def _server(dsn: str) -> tuple[str, str]:
@@ -52,20 +56,31 @@ def test_old_pgvector_is_refused_with_how_to_upgrade(
     assert str(caught.value) == f"this database uses pgvector {pgvector}; memoryd needs pgvector 9.1.0 or newer"
 
 
-def test_too_old_server_exits_2_before_migrating(
-    tmp_path: Path, pg_admin_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`memoryd init` on a too-old server exits 2 with a configuration error, and migrates nothing."""
-    from tests.test_cli import create_database, drop_database
+# The real command in a process of its own, with the minimum raised first.
+_INIT_WITH_A_HIGHER_MINIMUM = """\
+import sys
+from memoryd import cli, server_version
+server_version.MIN_PGVECTOR = (9, 1, 0)
+sys.exit(cli.main(sys.argv[1:]))
+"""
 
+
+def test_too_old_server_exits_2_before_migrating(tmp_path: Path, pg_admin_dsn: str) -> None:
+    """`memoryd init` on a too-old server exits 2 with a configuration error, and migrates nothing."""
     name = create_database(pg_admin_dsn, template=None)
     try:
-        dsn = psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=name)
+        dsn = make_conninfo(pg_admin_dsn, dbname=name)
         (tmp_path / "config.toml").write_text("", encoding="utf-8")
-        monkeypatch.setenv("MEMORYD_DSN", dsn)
-        monkeypatch.setattr(server_version, "MIN_PGVECTOR", (9, 1, 0))
-        assert cli.main(["--config", str(tmp_path / "config.toml"), "init"]) == 2
-        message = capsys.readouterr().err.strip().splitlines()[-1]
+        result = subprocess.run(
+            [sys.executable, "-c", _INIT_WITH_A_HIGHER_MINIMUM, "--config", str(tmp_path / "config.toml"), "init"],
+            env=clean_environment() | {"MEMORYD_DSN": dsn},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        message = result.stderr.strip().splitlines()[-1]
         assert message.startswith("memoryd: configuration error: the server offers pgvector "), message
         assert message.endswith("; memoryd needs pgvector 9.1.0 or newer"), message
         with psycopg.connect(dsn) as conn:
