@@ -20,7 +20,7 @@ from psycopg import pq, sql
 
 from memoryd.config import DatabaseConfig
 from memoryd.db import Database, RetryPolicy
-from memoryd.dsn import check_dsn, redact_dsn
+from memoryd.dsn import check_dsn, redact_dsn, split_password
 from tests.conftest import write_conversation
 from tests.tcp_server import PASSWORD, ROLE, TcpServer, tcp_server
 from tests.test_cli import Cli, clean_environment, make_cli, memoryd_command
@@ -228,3 +228,20 @@ def test_db_url_masks_the_password(remote: TcpServer, tmp_path: Path) -> None:
     assert masked.stdout == f"{redact_dsn(dsn)}\n"
     assert PASSWORD not in masked.stdout and "password=***" in masked.stdout
     assert cli.run("db", "url", "--show-password").stdout == f"{dsn}\n"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "without", "password"),
+    [
+        (
+            "postgresql://u:s3cret@h:5432/d?sslmode=require",
+            "user=u dbname=d host=h port=5432 sslmode=require",
+            "s3cret",
+        ),
+        ("host=h user=u dbname=d", "host=h user=u dbname=d", None),
+        ("postgresql://postgres:@/postgres?host=/tmp/x", "postgresql://postgres:@/postgres?host=/tmp/x", None),
+    ],
+)
+def test_split_password_keeps_every_other_option(dsn: str, without: str, password: str | None) -> None:
+    """`db psql` gets the DSN without its password (every other option kept) and the password apart."""
+    assert split_password(dsn) == (without, password)
