@@ -148,15 +148,16 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
         print("no results")
         return 0
     for n, hit in enumerate(hits, 1):
-        where = f"message #{hit.seq} {hit.role}" if hit.kind == "message" else f"summary L{hit.level}"
+        who = f" ({hit.speaker})" if hit.speaker else ""
+        where = f"message #{hit.seq} {hit.role}{who}" if hit.kind == "message" else f"summary L{hit.level}"
         created = f" ({hit.date.isoformat()})" if hit.date else ""
         print(f"{n:>2}. {hit.score:.4f}  {hit.slug}  {where}")
         print(f"    {hit.title}{created}")
         for turn in hit.context.before:
-            print(f"      {_compact(f'#{turn.seq} {turn.role}: {turn.text}')}")
+            print(f"      {_compact(f'#{turn.seq} {turn.speaker or turn.role}: {turn.text}')}")
         print(f"    > {hit.snippet}")
         for turn in hit.context.after + hit.context.covered:
-            print(f"      {_compact(f'#{turn.seq} {turn.role}: {turn.text}')}")
+            print(f"      {_compact(f'#{turn.seq} {turn.speaker or turn.role}: {turn.text}')}")
         for summary in hit.context.summaries:
             print(f"      {_compact(f'[L{summary.level} summary] {summary.text}')}")
     return 0
