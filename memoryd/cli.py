@@ -194,6 +194,11 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     print(
         f"embeddings:     {data['embeddings']}  (model {data['model']}, {data['pending_embeddings']} text(s) pending)"
     )
+    if data.get("reembedding"):
+        print(
+            f"re-embedding:   {data['reembedding']} text(s) still searched on vectors of an older recipe"
+            f" (now {data.get('recipe')}; the daemon or `memoryd embed` replaces them)"
+        )
     print(f"last sync:      {data['last_sync'] or 'never'}")
     if data.get("in_progress"):
         print(f"in progress:    {len(data['in_progress'])} (still being written: {', '.join(data['in_progress'])})")

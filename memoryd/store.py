@@ -785,6 +785,8 @@ def stats(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
     ).fetchall()
     return {
         **counts(conn, model),
+        "recipe": RECIPE,
+        "reembedding": count_reembedding(conn, model),
         "in_progress": [row[0] for row in in_progress],
         "models": [{"model": m, "dim": d, "embeddings": n} for m, d, n in models],
         "problems": [
