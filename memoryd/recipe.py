@@ -4,7 +4,10 @@ A vector's identity is (model, recipe, what was encoded).  The current
 recipe, ``speaker``, encodes each chunk of a message that names its speaker
 as ``"Name: chunk"``, and everything else (messages without a speaker,
 summaries) as the chunk itself.  Chunk offsets stay offsets in the content,
-so a hit still shows the passage of the message that matched.
+so a hit still shows the passage of the message that matched.  A chunk that
+fills the model's window loses its last few tokens to the name (the model
+truncates); they are in the next chunk's overlap, and most messages are far
+shorter than a window.
 
 Measured on bench/retrieval.py (REALTALK, 726 questions asked by name:
 "What are Kate's hobbies?"; README "Retrieval quality").

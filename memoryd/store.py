@@ -607,7 +607,7 @@ def relabel_vectors(conn: psycopg.Connection[Any], model: str, texts: Sequence[P
         "UPDATE embeddings AS e SET recipe = %(recipe)s"
         " FROM unnest(%(types)s::text[], %(ids)s::bigint[], %(hashes)s::text[], %(keys)s::text[])"
         "  AS t(ref_type, ref_id, content_hash, input_key)"
-        " WHERE e.ref_type = t.ref_type AND COALESCE(e.message_id, e.summary_id) = t.ref_id"
+        " WHERE e.ref_type = t.ref_type AND e.ref_id = t.ref_id"  # the (ref_type, ref_id, model, chunk) key
         " AND e.model = %(model)s AND e.recipe <> %(recipe)s AND e.content_hash = t.content_hash"
         " AND COALESCE(e.input_hash, e.content_hash) = t.input_key"
         " RETURNING e.ref_type, e.ref_id",
