@@ -83,8 +83,19 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
 def cmd_embed(args: argparse.Namespace, config: Config) -> int:
     """Embed every message and summary that has no vector for the configured model yet.
 
+    --follow keeps running as an embedding worker: it embeds what is pending,
+    then waits for new texts (woken by PostgreSQL notifications, polling at
+    least every [embedding] worker_poll_s seconds) until SIGTERM or Ctrl-C,
+    which finish the batches in flight (a second Ctrl-C abandons them: their
+    texts stay pending).  Run one or more on any machine that reaches the
+    database (a GPU box for speed); they share the work without encoding a
+    text twice.  Pair with [embedding] local = false on the daemons.
+
     Example: memoryd embed
+             MEMORYD_DSN=postgresql://memoryd@db.lan/memoryd memoryd embed --follow
     """
+    if args.follow:
+        return _embed_follow(config)
     from memoryd.embed import Embedder, embed_pending
     from memoryd.store import count_pending
 
@@ -107,6 +118,46 @@ def cmd_embed(args: argparse.Namespace, config: Config) -> int:
         f"embedded {report.texts} text(s) in {report.chunks} chunk(s) in {report.seconds:.1f}s"
         f" ({report.texts_per_second:.1f} texts/s, model {embedder.name} on {embedder.device})"
     )
+    return 0
+
+
+def _embed_follow(config: Config) -> int:
+    """``memoryd embed --follow``: the worker until a signal; a counter of texts embedded on a terminal."""
+    import os
+    import signal
+
+    import structlog
+
+    from memoryd.worker import EmbedWorker
+
+    bar = _progress_bar("embedded", "texts")
+    update = bar.__enter__()
+    shown = [0, 0]
+
+    def progress(done: int, pending: int) -> None:
+        shown[0] = done
+        shown[1] = pending if pending >= 0 else shown[1]
+        update(done, done + shown[1])
+
+    worker = EmbedWorker(config, progress=progress)
+    signals = [0]
+
+    def on_signal(signum: int, frame: object) -> None:
+        signals[0] += 1
+        name = signal.Signals(signum).name
+        if signals[0] > 1:  # a second signal: abandon the batches in flight, their claims roll back
+            structlog.get_logger(__name__).warning("worker_abandoned", signal=name)
+            os._exit(130)
+        structlog.get_logger(__name__).info("signal_received", signal=name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        report = worker.run()
+    finally:
+        bar.__exit__()
+    print(f"embedded {report.texts} text(s) in {report.chunks} chunk(s) ({report.encoded} encoded, the rest reused)")
     return 0
 
 
@@ -193,6 +244,12 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     print(
         f"embeddings:     {data['embeddings']}  (model {data['model']}, {data['pending_embeddings']} text(s) pending)"
     )
+    workers = data.get("workers") or []
+    if not data.get("embedding_local", True) or workers:
+        local = "in the daemon" if data.get("embedding_local", True) else "left to workers ([embedding] local = false)"
+        print(f"embedding:      {local}; {len(workers)} worker(s) listening")
+        for name in workers:
+            print(f"  {name}")
     print(f"last sync:      {data['last_sync'] or 'never'}")
     if data.get("in_progress"):
         print(f"in progress:    {len(data['in_progress'])} (still being written: {', '.join(data['in_progress'])})")
@@ -537,7 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest")
     p.add_argument("paths", nargs="*", metavar="PATH", help="slug folders or files inside the watched folders")
     p.add_argument("--force", action="store_true", help="re-parse every slug, even unchanged ones")
-    add("embed")
+    p = add("embed")
+    p.add_argument(
+        "--follow", action="store_true", help="keep running as a worker: wait for new texts, embed them, until stopped"
+    )
     p = add("search")
     p.add_argument("query", metavar="QUERY")
     p.add_argument("--k", type=_positive, default=10, help="number of results (default 10)")
@@ -601,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     fmt = _start_logging(args, config) if args.command not in _LOGGING_ON_DEMAND else None
     # The daemon's stderr is its JSON log (journald): its last words are an event too.
-    as_event = fmt == "json" and args.command == "watch"
+    as_event = fmt == "json" and (args.command == "watch" or getattr(args, "follow", False))
     try:
         return COMMANDS[args.command](args, config)
     except ConfigError as exc:

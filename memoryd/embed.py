@@ -823,6 +823,7 @@ class _Claims:
 def _embed_batch(
     conn: psycopg.Connection[Any], embedder: Embedder, limit: int, claims: _Claims, encoder: ThreadPoolExecutor
 ) -> tuple[int, int, int]:
+    started = time.monotonic()
     with claims.lock:
         if claims.done:
             return 0, 0, 0
@@ -834,7 +835,11 @@ def _embed_batch(
                 claims.cursor = ClaimCursor()  # a last look from the start, for texts the cursor went past
             return 0, 0, 0
         claims.cursor = claims.cursor.after(texts)
+    claimed = time.monotonic()
+    # Debug events: what a worker holds (tests kill a worker right after this line) and where its time goes.
+    log.debug("embed_batch_claimed", model=embedder.name, texts=len(texts), claim_s=round(claimed - started, 4))
     vectors_of = reusable_vectors(conn, embedder.name, texts)
+    encode_s = 0.0
     new: dict[str, PendingText] = {}
     for text in texts:
         if text.content_hash not in vectors_of:
@@ -846,7 +851,9 @@ def _embed_batch(
     ]
     if pieces:
         chunks = [t.content[s.start : s.end] for t, _, s in pieces]
+        encode_started = time.monotonic()
         vectors = encoder.submit(embedder.encode, chunks).result()
+        encode_s = time.monotonic() - encode_started
         for n, (text, i, span) in enumerate(pieces):
             vectors_of.setdefault(text.content_hash, []).append((i, span.start, span.end, vectors[n]))
     rows = [
@@ -855,4 +862,13 @@ def _embed_batch(
         for chunk, start, end, vector in vectors_of[text.content_hash]
     ]
     write_embeddings(conn, embedder.name, rows)
+    log.debug(
+        "embed_batch_written",
+        model=embedder.name,
+        texts=len(texts),
+        chunks=len(rows),
+        encoded=len(new),
+        encode_s=round(encode_s, 4),
+        other_s=round(time.monotonic() - claimed - encode_s, 4),
+    )
     return len(texts), len(rows), len(new)
