@@ -198,9 +198,10 @@ def _memoryd(name: str, config_file: Path, *args: str, env: dict[str, str] | Non
 def _stop(proc: Proc) -> str:
     """SIGTERM; the exit code must be 0; its stdout."""
     proc.popen.send_signal(signal.SIGTERM)
-    out, _ = proc.popen.communicate(timeout=120)
-    assert proc.popen.returncode == 0, (proc.name, proc.events[-5:])
-    return out
+    assert proc.popen.wait(timeout=120) == 0, (proc.name, proc.events[-5:])
+    assert proc.popen.stdout is not None and proc.reader is not None
+    proc.reader.join(timeout=10)  # stderr, read to its end by the reader
+    return proc.popen.stdout.read()
 
 
 def _vector_sets(dsn: str, model: str) -> tuple[int, int, int]:
