@@ -334,3 +334,40 @@ def test_workers_with_two_models_fill_their_own_vectors(
             (MODEL, str(other)),
         ).fetchone()
     assert row is not None and row[0] > 0.999
+
+
+@pytest.mark.slow
+def test_a_worker_outlives_a_database_restart(config: Config, pg_data_dir: Path, embedder: Embedder) -> None:
+    """PostgreSQL SIGKILLed and restarted 5 s later: the worker waits, listens again, and embeds what comes next."""
+    from structlog.testing import capture_logs
+
+    from memoryd.db import EmbeddedServer
+    from memoryd.worker import EmbedWorker
+
+    server = EmbeddedServer(pg_data_dir)
+    dsn = server.start()
+    try:
+        cfg = replace(config, database=replace(config.database, dsn=dsn))
+        cfg = replace(cfg, embedding=replace(cfg.embedding, worker_poll_s=600))
+        with capture_logs() as logs, Database(cfg.database) as db:
+            worker = EmbedWorker(cfg, embedder_factory=lambda: embedder)
+            thread = threading.Thread(target=worker.run, name="test-worker")
+            thread.start()
+            try:
+                total = _store(cfg, db, 2, 5)
+                wait_for(lambda: db.run(count_pending, MODEL) == 0, timeout=60, what="first texts embedded")
+                os.kill(server._server.get_pid(), signal.SIGKILL)
+                threading.Timer(5.0, server.revive).start()
+                wait_for(lambda: any(e["event"] == "worker_listening" for e in logs), timeout=90, what="relistening")
+                total += _store(cfg, db, 1, 5, first=10)
+                wait_for(lambda: db.run(count_pending, MODEL) == 0, timeout=60, what="new texts embedded (notified)")
+            finally:
+                worker.stop()
+                thread.join(timeout=60)
+            assert not thread.is_alive()
+            assert worker.report.texts == total
+        events = [e["event"] for e in logs]
+        assert "worker_listen_lost" in events and "db_unavailable" in events and "db_recovered" in events
+        assert events[-1] == "worker_stopped"
+    finally:
+        server.stop()
