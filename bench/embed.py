@@ -15,7 +15,9 @@ Between repeats the embeddings and the vector cache are emptied, so every
 repeat encodes everything.  The best of ``--repeats`` is kept (a shared
 machine is noisy).  Then texts/s and cosines of every precision on a subset.
 
-    .venv/bin/python -m bench.embed [--conversations 40] [--repeats 2] [--subset 250]
+    .venv/bin/python -m bench.embed [--conversations 40] [--repeats 2] [--subset 250] [--model NAME|DIR]
+
+On a lent GPU machine, bench/device/ packs and runs it (see bench/device/run.sh).
 """
 
 from __future__ import annotations
@@ -74,14 +76,18 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--subset", type=int, default=250, help="texts for the per-precision figures (0: skip)")
+    parser.add_argument(
+        "--model", default=EmbeddingConfig().model, help="a model name or folder (the device pack's fp16 copy)"
+    )
     args = parser.parse_args()
     configure_logging(LogConfig(level="warning"))
     load_before = os.getloadavg()[0]
 
     from sentence_transformers import SentenceTransformer
 
-    embedder = Embedder(EmbeddingConfig())  # precision "auto", as the daemon runs
+    embedder = Embedder(EmbeddingConfig(model=args.model))  # precision "auto", as the daemon runs
     plain = SentenceTransformer(str(resolve_model_path(embedder.name)), device=embedder.device, local_files_only=True)
+    plain.float()  # the baseline is fp32 whatever the folder's weights are stored in
     with server_dsn() as admin, fresh_database(admin) as dsn, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_tree(root, args.conversations, seed=1)
@@ -140,7 +146,7 @@ def main() -> None:
             plain.encode(chunk_texts(embedder, sub_texts), normalize_embeddings=True)
         print(f"per precision, on the first {len(sub_texts)} texts (baseline: {len(sub_texts) / t[0]:.1f} texts/s):")
         for precision in _precisions(embedder.device):
-            candidate = Embedder(EmbeddingConfig(precision=precision))
+            candidate = Embedder(EmbeddingConfig(model=args.model, precision=precision))
             ours(candidate, sub_texts[:16])
             with timed() as t:
                 sub_vectors = ours(candidate, sub_texts)
