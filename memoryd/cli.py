@@ -329,23 +329,29 @@ def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
     The unit runs this memoryd with this configuration file; enable it with
     `systemctl --user daemon-reload && systemctl --user enable --now memoryd`.
 
+    --worker writes memoryd-worker.service instead, which runs
+    `memoryd embed --follow` (an embedding worker) with this configuration.
+
     Example: memoryd install-service
              memoryd install-service --output /tmp/memoryd.service
+             memoryd --config ~/.config/memoryd/worker.toml install-service --worker
     """
-    from memoryd.systemd import render_unit, unit_path
+    from memoryd.systemd import WORKER_UNIT, render_unit, unit_path
 
     if config.source is None:
         raise ConfigError(
             "install-service needs a configuration file (the service must not depend on its working directory):"
             " pass --config or create ~/.config/memoryd/config.toml"
         )
-    target = Path(args.output) if args.output else unit_path()
+    unit = WORKER_UNIT if args.worker else "memoryd.service"
+    target = Path(args.output) if args.output else unit_path(unit)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_unit(config), encoding="utf-8")
+    target.write_text(render_unit(config, worker=args.worker), encoding="utf-8")
     print(f"wrote {target}")
     if not args.output:
-        print("now run: systemctl --user daemon-reload && systemctl --user enable --now memoryd")
-        print("logs:    journalctl --user -u memoryd -f")
+        name = unit.removesuffix(".service")
+        print(f"now run: systemctl --user daemon-reload && systemctl --user enable --now {name}")
+        print(f"logs:    journalctl --user -u {name} -f")
     return 0
 
 
@@ -632,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("watch")
     p = add("install-service")
     p.add_argument("--output", metavar="PATH", help="write the unit here instead of ~/.config/systemd/user/")
+    p.add_argument("--worker", action="store_true", help="the unit of an embedding worker (embed --follow)")
     p = add("verify")
     p.add_argument("--json", action="store_true", help="the report as JSON")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any, Literal
 
 import psycopg
@@ -67,8 +68,8 @@ class PendingListener:
         self._lost = False
         return True
 
-    def wait(self, timeout: float, stop: threading.Event) -> WaitResult:
-        """Wait up to ``timeout`` seconds for a notification.
+    def wait(self, timeout: float, stop: threading.Event, tick: Callable[[], None] | None = None) -> WaitResult:
+        """Wait up to ``timeout`` seconds for a notification; ``tick()`` about every half second (a watchdog).
 
         "notified": one came (all queued ones are drained); "timeout": none
         came; "stopped": ``stop`` was set; "lost": the connection was lost or
@@ -81,6 +82,8 @@ class PendingListener:
         remaining = timeout
         try:
             while remaining > 0 and not stop.is_set():
+                if tick is not None:
+                    tick()
                 step = min(_STOP_CHECK_S, remaining)
                 remaining -= step
                 received = 0

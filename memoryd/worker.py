@@ -32,6 +32,7 @@ from memoryd.db import Database, RetryPolicy
 from memoryd.errors import Cancelled, DatabaseUnavailable
 from memoryd.pending import CHANNEL, PendingListener
 from memoryd.store import count_pending
+from memoryd.systemd import SystemdNotifier
 
 if TYPE_CHECKING:
     from memoryd.embed import Embedder
@@ -63,11 +64,18 @@ class EmbedWorker:
         *,
         embedder_factory: Callable[[], Embedder] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
-        """``progress(texts_done, texts_pending)`` is called after each batch and when idle (a terminal's bar)."""
+        """``progress(texts_done, texts_pending)`` is called after each batch and when idle (a terminal's bar).
+
+        Under systemd (``memoryd install-service --worker``) the worker says
+        READY=1 once its model is loaded, STATUS= lines when idle, and sends
+        WATCHDOG=1 heartbeats between batches and while waiting.
+        """
         self.config = config
         self._stopping = threading.Event()
-        self.retry = RetryPolicy(deadline_s=None, cancel=self._stopping)
+        self.notifier = notifier or SystemdNotifier()
+        self.retry = RetryPolicy(deadline_s=None, cancel=self._stopping, on_wait=self.notifier.heartbeat)
         self.db = Database(config.database, retry=self.retry, max_connections=_POOL_CONNECTIONS)
         self._embedder_factory = embedder_factory or self._load_embedder
         self._progress = progress
@@ -108,11 +116,13 @@ class EmbedWorker:
                 application_name=listener.app_name,
             )
             self.started.set()
+            self.notifier.ready(f"model {embedder.name} loaded on {embedder.device}")
             self._loop(embedder, listener)
         except Cancelled:
             if not self.stopping:
                 raise
         finally:
+            self.notifier.stopping()
             if listener is not None:
                 listener.close()
             self.db.close()
@@ -148,6 +158,7 @@ class EmbedWorker:
             left = self.db.run(count_pending, embedder.name)
             if self._progress is not None:
                 self._progress(self.report.texts, left)
+            self.notifier.status(f"{self.report.texts} texts embedded, {left} pending")
             if left:
                 timeout, backoff_s = backoff_s, min(backoff_s * 2, poll_s)
             else:
@@ -156,12 +167,13 @@ class EmbedWorker:
                     log.info("worker_idle", texts=self.report.texts, poll_s=poll_s)
                     idle = True
             embedder.release_if_idle()  # [embedding] idle_unload_s; a no-op by default
-            woken = listener.wait(timeout, self._stopping)
+            woken = listener.wait(timeout, self._stopping, tick=self.notifier.heartbeat)
             log.debug("worker_woken", reason=woken, pending=left)
 
     def _step(self, texts: int) -> None:
         """embed_pending's progress: ``texts`` more done in this pass."""
         self._pass_texts += texts
+        self.notifier.heartbeat()
         if self._progress is not None:
             self._progress(self.report.texts + self._pass_texts, -1)
 

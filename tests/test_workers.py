@@ -371,3 +371,51 @@ def test_a_worker_outlives_a_database_restart(config: Config, pg_data_dir: Path,
         assert events[-1] == "worker_stopped"
     finally:
         server.stop()
+
+
+def test_worker_speaks_systemd_notify(
+    config: Config, db: Database, embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd a worker says READY=1 once its model is loaded, STATUS= with counts, then STOPPING=1."""
+    import socket
+
+    from memoryd.worker import EmbedWorker
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(60)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    _store(config, db, 1, 3)
+    worker = EmbedWorker(config, embedder_factory=lambda: embedder)
+    thread = threading.Thread(target=worker.run, name="test-worker")
+    thread.start()
+    try:
+        messages = [sock.recv(4096).decode() for _ in range(2)]
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+    messages.append(sock.recv(4096).decode())
+    sock.close()
+    assert messages[0].startswith("READY=1") and f"model {MODEL} loaded" in messages[0]
+    assert messages[1] == "STATUS=3 texts embedded, 0 pending"
+    assert messages[2] == "STOPPING=1"
+
+
+def test_worker_unit_runs_embed_follow(tmp_path: Path, config: Config) -> None:
+    """`memoryd install-service --worker` writes a unit that runs `embed --follow`, which systemd accepts."""
+    import shutil
+
+    from memoryd.config import load_config
+    from memoryd.systemd import WORKER_WATCHDOG, render_unit
+
+    config_file = _config_file(tmp_path, config, "worker")
+    unit = tmp_path / "memoryd-worker.service"
+    unit.write_text(render_unit(load_config(config_file), worker=True))
+    text = unit.read_text()
+    assert f"--config {config_file} embed --follow" in text and f"WatchdogSec={WORKER_WATCHDOG}" in text
+    assert " watch" not in text and "Type=notify" in text and "ProtectSystem=strict" in text
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
