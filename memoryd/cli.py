@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -279,12 +280,20 @@ def cmd_mcp(args: argparse.Namespace, config: Config) -> int:
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
     """Print the database URL, or open a psql shell on it.
 
+    `db url` shows a password in the DSN as *** unless --show-password
+    (terminals and CI logs get copied around); the password of a pgpass file
+    is never in it.  `db psql` hands the password to psql in PGPASSWORD, not
+    on its command line, where other users' `ps` would see it.
+
     Example: memoryd db url
+             memoryd db url --show-password
              memoryd db psql
     """
+    from memoryd.dsn import redact_dsn, split_password
+
     with _open_database(config) as db:
         if args.action == "url":
-            print(db.dsn)
+            print(db.dsn if args.show_password else redact_dsn(db.dsn))
             if db.embedded is not None:
                 print(
                     "note: the embedded server runs only while a memoryd process (e.g. `memoryd watch`) uses it",
@@ -292,7 +301,9 @@ def cmd_db(args: argparse.Namespace, config: Config) -> int:
                 )
             return 0
         psql = _psql_binary()
-        return subprocess.call([psql, db.dsn])
+        dsn, password = split_password(db.dsn)
+        env = os.environ | {"PGPASSWORD": password} if password is not None else None
+        return subprocess.call([psql, dsn], env=env)
 
 
 def cmd_watch(args: argparse.Namespace, config: Config) -> int:
@@ -306,6 +317,7 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
              systemctl --user start memoryd   (see `memoryd install-service`)
     """
     import signal
+    import threading
 
     import structlog
 
@@ -314,8 +326,16 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
     daemon = Daemon(config)
 
     def on_signal(signum: int, frame: object) -> None:
-        structlog.get_logger(__name__).info("signal_received", signal=signal.Signals(signum).name)
         daemon.stop()
+        # Logged from another thread: this handler runs in the main thread, maybe in the middle of a
+        # log call that holds the logger's (non-reentrant) lock; logging here would wait on it forever.
+        threading.Thread(
+            target=structlog.get_logger(__name__).info,
+            args=("signal_received",),
+            kwargs={"signal": signal.Signals(signum).name},
+            name="memoryd-signal-log",
+            daemon=True,
+        ).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -635,6 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-process", action="store_true", help="never ask a running daemon; load the model here")
     p = add("db")
     p.add_argument("action", choices=("url", "psql"))
+    p.add_argument("--show-password", action="store_true", help="url: print the DSN's password instead of ***")
     add("watch")
     p = add("install-service")
     p.add_argument("--output", metavar="PATH", help="write the unit here instead of ~/.config/systemd/user/")

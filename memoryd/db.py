@@ -39,6 +39,7 @@ from tenacity import (
 from memoryd.config import DatabaseConfig
 from memoryd.dsn import check_dsn, config_error_of, redact_dsn
 from memoryd.errors import Cancelled, DatabaseUnavailable, StoreError, TransientError
+from memoryd.server_version import check_server_versions
 
 log = structlog.get_logger(__name__)
 
@@ -385,6 +386,7 @@ class Database:
 
     def _migrate(self) -> list[str]:
         with psycopg.connect(self.dsn, connect_timeout=10) as conn:
+            check_server_versions(conn)  # once per open: before the first migration can fail on an old server
             return apply_migrations(conn)
 
 

@@ -18,7 +18,7 @@ from memoryd.errors import ConfigError
 # psycopg is imported inside the functions: `import memoryd` (and a search a
 # daemon answers) must not load the driver; only a configured DSN does.
 
-__all__ = ["check_dsn", "config_error_of", "redact_dsn"]
+__all__ = ["check_dsn", "config_error_of", "redact_dsn", "split_password"]
 
 # Options whose value libpq checks only when connecting, with the values it accepts (libpq 16/17).
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -33,6 +33,24 @@ _INTEGERS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_int
 # libpq's own words for a wrong option value, raised as OperationalError at connection time;
 # a retry cannot fix them (fe-connect.c: "invalid %s value", "invalid integer value", "could not match").
 _CONFIG_MESSAGES = re.compile(r"invalid (integer )?value|invalid \w+ value|could not match \d+ port numbers")
+
+# Refusals by the server or by libpq that no retry can fix, each with what to change; the
+# server's or libpq's own words follow (fe-secure-openssl.c, fe-auth.c, auth.c).
+_REFUSALS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"server does not support SSL"),
+        "sslmode requires SSL but the server does not offer it (use sslmode=prefer or disable, or enable ssl on"
+        " the server)",
+    ),
+    (
+        re.compile(r"certificate|private key file|sslrootcert"),
+        "the server's or the client's SSL certificate was refused (check sslmode, sslrootcert, sslcert, sslkey)",
+    ),
+    (
+        re.compile(r"password authentication failed|no password supplied|authentication failed for user"),
+        "the server refused the password (it comes from the DSN, PGPASSWORD, or the PGPASSFILE / ~/.pgpass file)",
+    ),
+)
 
 _QUOTED = re.compile(r'"[^"]*"?')
 _KV_PASSWORD = re.compile(r"((?<![\w'])password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
@@ -90,12 +108,26 @@ def config_error_of(exc: BaseException) -> ConfigError | None:
 
     A safety net behind :func:`check_dsn`, for values a newer libpq checks and
     this module does not know: such a failure is not an outage, so it is not retried.
+    The same for what the server refuses whatever the wait: SSL required but not
+    offered, a certificate, a password.
     """
     import psycopg
 
-    if isinstance(exc, psycopg.OperationalError) and _CONFIG_MESSAGES.search(str(exc)):
+    if not isinstance(exc, psycopg.OperationalError):
+        return None
+    if _CONFIG_MESSAGES.search(str(exc)):
         return ConfigError(f"[database] dsn: {_without_quoted(str(exc).removeprefix('connection is bad: '))}")
+    for pattern, advice in _REFUSALS:
+        if pattern.search(str(exc)):
+            return ConfigError(f"[database] dsn: {advice}: {_libpq_reason(str(exc))}")
     return None
+
+
+def _libpq_reason(message: str) -> str:
+    """The last line of libpq's message that says why (after ``... failed: ``), quoted tokens removed."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    reason = lines[0].rsplit(" failed: ", 1)[-1] if lines else "refused"
+    return _QUOTED.sub('"…"', reason)
 
 
 def redact_dsn(dsn: str) -> str:
@@ -106,3 +138,14 @@ def redact_dsn(dsn: str) -> str:
         redacted = _URI_PASSWORD.sub(lambda m: f"{m[1]}***{m[3]}" if m[2] else m[0], dsn, count=1)
         return _QUERY_PASSWORD.sub(r"\1***", redacted)
     return _KV_PASSWORD.sub(r"\1***", dsn)
+
+
+def split_password(dsn: str) -> tuple[str, str | None]:
+    """The DSN without its password, and the password (None when it has none), for a child process's env."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    if not password:
+        return dsn, None
+    return make_conninfo("", **params), str(password)

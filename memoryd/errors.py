@@ -17,6 +17,10 @@ class ConfigError(MemorydError):
     """The configuration file or a MEMORYD_* variable holds a wrong key or value."""
 
 
+class ServerTooOld(ConfigError):
+    """The configured PostgreSQL server runs a PostgreSQL or pgvector older than memoryd needs."""
+
+
 class ParseError(MemorydError):
     """An input file cannot be read or does not follow its format."""
 

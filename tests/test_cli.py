@@ -381,7 +381,7 @@ def test_k_zero_is_rejected_by_argparse(cli: Cli) -> None:
 
 
 def test_db_url_prints_the_dsn(cli: Cli) -> None:
-    """`db url` prints the configured DSN, unredacted, so scripts can use it."""
+    """`db url` prints the configured DSN as is when it holds no password (see test_shared_server for one that does)."""
     result = cli.run("db", "url")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{cli.dsn}\n"
