@@ -264,6 +264,7 @@ class LocalMemory:
 
     def status(self) -> dict[str, Any]:
         from memoryd import store
+        from memoryd.pending import connected_workers
 
         data = self._run(store.stats, self.config.embedding.model)
         data["database"] = self.db.display_dsn
@@ -271,6 +272,8 @@ class LocalMemory:
         data["conversations_dir"] = str(self.config.paths.conversations)
         data["summaries_dir"] = str(self.config.paths.summaries)
         data["answered_by"] = self.via
+        data["embedding_local"] = self.config.embedding.local
+        data["workers"] = self._run(connected_workers)
         return data
 
     def close(self) -> None:

@@ -825,6 +825,7 @@ class _Claims:
 def _embed_batch(
     conn: psycopg.Connection[Any], embedder: Embedder, limit: int, claims: _Claims, encoder: ThreadPoolExecutor
 ) -> tuple[int, int, int]:
+    started = time.monotonic()
     with claims.lock:
         if claims.done:
             return 0, 0, 0
@@ -836,9 +837,13 @@ def _embed_batch(
                 claims.cursor = ClaimCursor()  # a last look from the start, for texts the cursor went past
             return 0, 0, 0
         claims.cursor = claims.cursor.after(texts)
+    claimed = time.monotonic()
+    # Debug events: what a worker holds (tests kill a worker right after this line) and where its time goes.
+    log.debug("embed_batch_claimed", model=embedder.name, texts=len(texts), claim_s=round(claimed - started, 4))
     relabeled = relabel_vectors(conn, embedder.name, texts)
     rest = [text for text in texts if (text.ref_type, text.ref_id) not in relabeled]
     vectors_of = reusable_vectors(conn, embedder.name, rest)
+    encode_s = 0.0
     new: dict[str, PendingText] = {}
     for text in rest:
         if text.input_key not in vectors_of:
@@ -851,7 +856,9 @@ def _embed_batch(
     if pieces:
         # The recipe (memoryd.recipe): each chunk of the content, after its speaker's name if it has one.
         chunks = [prefix(t.speaker) + t.content[s.start : s.end] for t, _, s in pieces]
+        encode_started = time.monotonic()
         vectors = encoder.submit(embedder.encode, chunks).result()
+        encode_s = time.monotonic() - encode_started
         for n, (text, i, span) in enumerate(pieces):
             vectors_of.setdefault(text.input_key, []).append((i, span.start, span.end, vectors[n]))
     rows = [
@@ -860,4 +867,13 @@ def _embed_batch(
         for chunk, start, end, vector in vectors_of[text.input_key]
     ]
     write_embeddings(conn, embedder.name, rows)
+    log.debug(
+        "embed_batch_written",
+        model=embedder.name,
+        texts=len(texts),
+        chunks=len(rows),
+        encoded=len(new),
+        encode_s=round(encode_s, 4),
+        other_s=round(time.monotonic() - claimed - encode_s, 4),
+    )
     return len(texts), len(rows), len(new)

@@ -548,6 +548,15 @@ def claim_pending(
     progress makes it skip that conversation's texts until the next claim.
     """
     cursor = cursor or ClaimCursor()
+    while True:
+        claimed = _claim_rows(conn, model, limit, cursor)
+        kept = drop_embedded(conn, model, claimed)
+        if kept or not claimed:
+            return kept
+        cursor = cursor.after(claimed)  # all embedded meanwhile by another worker: look further
+
+
+def _claim_rows(conn: psycopg.Connection[Any], model: str, limit: int, cursor: ClaimCursor) -> list[PendingText]:
     claimed: list[PendingText] = []
     for ref_type, table, fk, after, speaker in (
         ("message", "messages", "message_id", cursor.message_id, "t.speaker"),
@@ -568,6 +577,33 @@ def claim_pending(
         for ref_id, conv_id, content, chash, who in conn.execute(query, params):
             claimed.append(PendingText(ref_type, int(ref_id), int(conv_id), content, chash, who))
     return claimed
+
+
+def drop_embedded(conn: psycopg.Connection[Any], model: str, texts: Sequence[PendingText]) -> list[PendingText]:
+    """``texts`` less those that have vectors for ``model`` and the current recipe now.
+
+    A claim's snapshot is taken before it locks its rows: a text that another
+    worker embedded and committed in between is still seen as pending, and its
+    lock, released by that commit, is free.  This second statement (a new
+    snapshot, under READ COMMITTED) sees that worker's vectors, so the text is
+    not encoded twice and its COPY does not break the embeddings' unique key.
+    """
+    if not texts:
+        return []
+    done: set[tuple[str, int]] = set()
+    for ref_type, fk in (("message", "message_id"), ("summary", "summary_id")):
+        mine = [t for t in texts if t.ref_type == ref_type]
+        if mine:
+            # The claim's own test: vectors of this model, of the current recipe, of this very content.
+            query = sql.SQL(
+                "SELECT DISTINCT e.{fk} FROM embeddings AS e"
+                " JOIN unnest(%s::bigint[], %s::text[]) AS p(id, content_hash)"
+                " ON e.{fk} = p.id AND e.content_hash = p.content_hash"
+                " WHERE e.model = %s AND e.recipe = %s"
+            ).format(fk=sql.Identifier(fk))
+            params = ([t.ref_id for t in mine], [t.content_hash for t in mine], model, RECIPE)
+            done |= {(ref_type, int(row[0])) for row in conn.execute(query, params)}
+    return [t for t in texts if (t.ref_type, t.ref_id) not in done]
 
 
 def count_pending(conn: psycopg.Connection[Any], model: str) -> int:
