@@ -27,6 +27,7 @@ existing database instead of the embedded one.  ``--sweep`` also prints the
 fusion weights tried on the same candidate lists (how RRF's weights were chosen).
 
     .venv/bin/python -m bench.retrieval [--data ../shared/retrieval-bench] [--work DIR] [--dsn DSN] [--sweep]
+        [--speaker-prefix]
 """
 
 from __future__ import annotations
@@ -102,11 +103,28 @@ def load_questions(path: Path) -> list[Question]:
     return questions
 
 
-def convert(data: Path, out: Path) -> None:
-    """Run the data set's own converter once (its output is byte-identical for the same input)."""
+def convert(data: Path, out: Path, *, speaker_prefix: bool = False) -> None:
+    """Run the data set's own converter once (its output is byte-identical for the same input).
+
+    Each message keeps its ``speaker``, which memoryd stores and embeds.
+    ``speaker_prefix``: the converter's ``--speaker-prefix`` writes "Name: "
+    into the content instead, and the ``speaker`` keys are dropped, as
+    memoryd before sql/006 saw such data (the comparison of README
+    "Retrieval quality").
+    """
     if (out / "queries.jsonl").is_file():
         return
-    subprocess.run([sys.executable, str(data / "convert.py"), str(out), "--force"], check=True, capture_output=True)
+    flags = ["--speaker-prefix"] if speaker_prefix else []
+    subprocess.run(
+        [sys.executable, str(data / "convert.py"), str(out), "--force", *flags], check=True, capture_output=True
+    )
+    if speaker_prefix:
+        for path in (out / "conversations").glob("*/messages.jsonl"):
+            lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            path.write_text(
+                "".join(json.dumps({k: v for k, v in m.items() if k != "speaker"}) + "\n" for m in lines),
+                encoding="utf-8",
+            )
 
 
 @contextmanager
@@ -309,10 +327,10 @@ def sweep(db: Database, embedder: Embedder, questions: Sequence[Question], query
     print_table("fusion weights tried (vector weight 1, RRF k = 60)", rows)
 
 
-def run(data: Path, work: Path, dsn: str | None, with_sweep: bool) -> None:
-    out = work / "realtalk"
+def run(data: Path, work: Path, dsn: str | None, with_sweep: bool, speaker_prefix: bool = False) -> None:
+    out = work / ("realtalk-speaker-prefix" if speaker_prefix else "realtalk")
     with timed() as t_convert:
-        convert(data, out)
+        convert(data, out, speaker_prefix=speaker_prefix)
     questions = load_questions(out / "queries.jsonl")
     embedder = Embedder(EmbeddingConfig())
     with database_dsn(work, dsn) as server_dsn, Database(tree_config(out, server_dsn).database) as db:
@@ -353,13 +371,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="a folder kept between runs (converted data, database, vectors)")
     parser.add_argument("--dsn", help="an existing database instead of an embedded one in --work")
     parser.add_argument("--sweep", action="store_true", help="also print the fusion weights tried")
+    parser.add_argument(
+        "--speaker-prefix",
+        action="store_true",
+        help="names written into the content (convert.py --speaker-prefix) instead of a speaker field;"
+        " use another --work folder",
+    )
     args = parser.parse_args(argv)
     if not (args.data / "convert.py").is_file():
         print(f"retrieval bench skipped: {args.data} is absent (see bench/retrieval.py)")
         return 0
     configure_logging(LogConfig(level="warning"))
     with work_folder(args.work) as work:
-        run(args.data, work, args.dsn, args.sweep)
+        run(args.data, work, args.dsn, args.sweep, args.speaker_prefix)
     return 0
 
 

@@ -279,6 +279,7 @@ class LocalMemory:
 
     def status(self) -> dict[str, Any]:
         from memoryd import store
+        from memoryd.pending import connected_workers
 
         data = self._run(store.stats, self.config.embedding.model)
         data["database"] = self.db.display_dsn
@@ -286,6 +287,8 @@ class LocalMemory:
         data["conversations_dir"] = str(self.config.paths.conversations)
         data["summaries_dir"] = str(self.config.paths.summaries)
         data["answered_by"] = self.via
+        data["embedding_local"] = self.config.embedding.local
+        data["workers"] = self._run(connected_workers)
         data["source"] = self.config.source.name
         return data
 

@@ -64,7 +64,7 @@ def hits_by_ref(conn: psycopg.Connection[Any], refs: Sequence[tuple[str, int]], 
     rows = conn.execute(
         "SELECT p.n, p.kind, p.ref_id, c.slug, c.title, c.created_date, m.seq, (s.covers->>0)::int, s.level,"
         " m.role, m.ts, left(COALESCE(m.content, s.content), %(cap)s),"
-        " length(COALESCE(m.content, s.content)) > %(cap)s, c.source"
+        " length(COALESCE(m.content, s.content)) > %(cap)s, m.speaker, c.source"
         " FROM unnest(%(kinds)s::text[], %(ids)s::bigint[]) WITH ORDINALITY AS p(kind, ref_id, n)"
         " LEFT JOIN messages AS m ON p.kind = 'message' AND m.id = p.ref_id"
         " LEFT JOIN summaries AS s ON p.kind = 'summary' AND s.id = p.ref_id"
@@ -78,7 +78,7 @@ def hits_by_ref(conn: psycopg.Connection[Any], refs: Sequence[tuple[str, int]], 
     covering = _covering_summaries(conn, message_ids) if context > 0 else {}
     covered = _covered_turns(conn, summary_ids, 2 * context + 1) if context > 0 else {}
     hits: list[Hit] = []
-    for _, kind, ref_id, slug, title, created, seq, first_covered, level, role, ts, text, cut, source in rows:
+    for _, kind, ref_id, slug, title, created, seq, first_covered, level, role, ts, text, cut, speaker, source in rows:
         ref_id = int(ref_id)
         if kind == "message":
             before, after = around.get(ref_id, ((), ()))
@@ -101,14 +101,15 @@ def hits_by_ref(conn: psycopg.Connection[Any], refs: Sequence[tuple[str, int]], 
                 snippet=" ".join(text[:240].split()),
                 truncated=bool(cut),
                 context=ctx,
+                speaker=speaker,
                 source=source,
             )
         )
     return hits
 
 
-def _turn(seq: int, role: str, ts: str | None, text: str, cut: bool) -> Turn:
-    return Turn(seq=int(seq), role=role, ts=ts, text=text, truncated=bool(cut))
+def _turn(seq: int, role: str, ts: str | None, text: str, cut: bool, speaker: str | None = None) -> Turn:
+    return Turn(seq=int(seq), role=role, ts=ts, text=text, truncated=bool(cut), speaker=speaker)
 
 
 def _turns_around(
@@ -118,7 +119,7 @@ def _turns_around(
     if not message_ids:
         return {}
     rows = conn.execute(
-        "SELECT h.id, h.seq, m.seq, m.role, m.ts, left(m.content, %(cap)s), length(m.content) > %(cap)s"
+        "SELECT h.id, h.seq, m.seq, m.role, m.ts, left(m.content, %(cap)s), length(m.content) > %(cap)s, m.speaker"
         " FROM messages AS h"
         " JOIN messages AS m ON m.conversation_id = h.conversation_id"
         "  AND m.seq BETWEEN h.seq - %(n)s AND h.seq + %(n)s AND m.id <> h.id"
@@ -127,8 +128,8 @@ def _turns_around(
     ).fetchall()
     before: dict[int, list[Turn]] = defaultdict(list)
     after: dict[int, list[Turn]] = defaultdict(list)
-    for hit_id, hit_seq, seq, role, ts, text, cut in rows:
-        (before if seq < hit_seq else after)[int(hit_id)].append(_turn(seq, role, ts, text, cut))
+    for hit_id, hit_seq, seq, role, ts, text, cut, speaker in rows:
+        (before if seq < hit_seq else after)[int(hit_id)].append(_turn(seq, role, ts, text, cut, speaker))
     return {i: (tuple(before[i]), tuple(after[i])) for i in set(before) | set(after)}
 
 
@@ -160,9 +161,9 @@ def _covered_turns(conn: psycopg.Connection[Any], summary_ids: Sequence[int], n:
     if not summary_ids:
         return {}
     rows = conn.execute(
-        "SELECT s.id, m.seq, m.role, m.ts, left(m.content, %(cap)s), length(m.content) > %(cap)s"
+        "SELECT s.id, m.seq, m.role, m.ts, left(m.content, %(cap)s), length(m.content) > %(cap)s, m.speaker"
         " FROM summaries AS s"
-        " CROSS JOIN LATERAL (SELECT m.seq, m.role, m.ts, m.content FROM messages AS m"
+        " CROSS JOIN LATERAL (SELECT m.seq, m.role, m.ts, m.content, m.speaker FROM messages AS m"
         "  WHERE m.conversation_id = s.conversation_id"
         "   AND m.seq = ANY(ARRAY(SELECT jsonb_array_elements_text(s.covers)::int))"
         "  ORDER BY m.seq LIMIT %(n)s) AS m"
@@ -170,8 +171,8 @@ def _covered_turns(conn: psycopg.Connection[Any], summary_ids: Sequence[int], n:
         {"ids": list(summary_ids), "n": n, "cap": CONTEXT_TEXT_CHARS},
     ).fetchall()
     out: dict[int, list[Turn]] = defaultdict(list)
-    for summary_id, seq, role, ts, text, cut in rows:
-        out[int(summary_id)].append(_turn(seq, role, ts, text, cut))
+    for summary_id, seq, role, ts, text, cut, speaker in rows:
+        out[int(summary_id)].append(_turn(seq, role, ts, text, cut, speaker))
     return {i: tuple(turns) for i, turns in out.items()}
 
 
@@ -242,9 +243,9 @@ def conversation_view(
         first, last = 0, (window - 1 if window is not None else MAX_TURNS - 1)
     last = min(last, first + MAX_TURNS - 1)
     turns = [
-        Turn(seq=int(seq), role=role, ts=ts, text=text)
-        for seq, role, ts, text in conn.execute(
-            "SELECT seq, role, ts, content FROM messages WHERE conversation_id = %s AND seq BETWEEN %s AND %s"
+        Turn(seq=int(seq), role=role, ts=ts, text=text, speaker=speaker)
+        for seq, role, ts, text, speaker in conn.execute(
+            "SELECT seq, role, ts, content, speaker FROM messages WHERE conversation_id = %s AND seq BETWEEN %s AND %s"
             " ORDER BY seq",
             (row[0], first, last),
         )

@@ -84,8 +84,19 @@ def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
 def cmd_embed(args: argparse.Namespace, config: Config) -> int:
     """Embed every message and summary that has no vector for the configured model yet.
 
+    --follow keeps running as an embedding worker: it embeds what is pending,
+    then waits for new texts (woken by PostgreSQL notifications, polling at
+    least every [embedding] worker_poll_s seconds) until SIGTERM or Ctrl-C,
+    which finish the batches in flight (a second Ctrl-C abandons them: their
+    texts stay pending).  Run one or more on any machine that reaches the
+    database (a GPU box for speed); they share the work without encoding a
+    text twice.  Pair with [embedding] local = false on the daemons.
+
     Example: memoryd embed
+             MEMORYD_DSN=postgresql://memoryd@db.lan/memoryd memoryd embed --follow
     """
+    if args.follow:
+        return _embed_follow(config)
     from memoryd.embed import Embedder, embed_pending
     from memoryd.store import count_pending
 
@@ -108,6 +119,46 @@ def cmd_embed(args: argparse.Namespace, config: Config) -> int:
         f"embedded {report.texts} text(s) in {report.chunks} chunk(s) in {report.seconds:.1f}s"
         f" ({report.texts_per_second:.1f} texts/s, model {embedder.name} on {embedder.device})"
     )
+    return 0
+
+
+def _embed_follow(config: Config) -> int:
+    """``memoryd embed --follow``: the worker until a signal; a counter of texts embedded on a terminal."""
+    import os
+    import signal
+
+    import structlog
+
+    from memoryd.worker import EmbedWorker
+
+    bar = _progress_bar("embedded", "texts")
+    update = bar.__enter__()
+    shown = [0, 0]
+
+    def progress(done: int, pending: int) -> None:
+        shown[0] = done
+        shown[1] = pending if pending >= 0 else shown[1]
+        update(done, done + shown[1])
+
+    worker = EmbedWorker(config, progress=progress)
+    signals = [0]
+
+    def on_signal(signum: int, frame: object) -> None:
+        signals[0] += 1
+        name = signal.Signals(signum).name
+        if signals[0] > 1:  # a second signal: abandon the batches in flight, their claims roll back
+            structlog.get_logger(__name__).warning("worker_abandoned", signal=name)
+            os._exit(130)
+        structlog.get_logger(__name__).info("signal_received", signal=name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        report = worker.run()
+    finally:
+        bar.__exit__()
+    print(f"embedded {report.texts} text(s) in {report.chunks} chunk(s) ({report.encoded} encoded, the rest reused)")
     return 0
 
 
@@ -151,15 +202,16 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
         print("no results")
         return 0
     for n, hit in enumerate(hits, 1):
-        where = f"message #{hit.seq} {hit.role}" if hit.kind == "message" else f"summary L{hit.level}"
+        who = f" ({hit.speaker})" if hit.speaker else ""
+        where = f"message #{hit.seq} {hit.role}{who}" if hit.kind == "message" else f"summary L{hit.level}"
         created = f" ({hit.date.isoformat()})" if hit.date else ""
         print(f"{n:>2}. {hit.score:.4f}  {hit.source}:{hit.slug}  {where}")
         print(f"    {hit.title}{created}")
         for turn in hit.context.before:
-            print(f"      {_compact(f'#{turn.seq} {turn.role}: {turn.text}')}")
+            print(f"      {_compact(f'#{turn.seq} {turn.speaker or turn.role}: {turn.text}')}")
         print(f"    > {hit.snippet}")
         for turn in hit.context.after + hit.context.covered:
-            print(f"      {_compact(f'#{turn.seq} {turn.role}: {turn.text}')}")
+            print(f"      {_compact(f'#{turn.seq} {turn.speaker or turn.role}: {turn.text}')}")
         for summary in hit.context.summaries:
             print(f"      {_compact(f'[L{summary.level} summary] {summary.text}')}")
     return 0
@@ -198,6 +250,17 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     print(
         f"embeddings:     {data['embeddings']}  (model {data['model']}, {data['pending_embeddings']} text(s) pending)"
     )
+    if data.get("reembedding"):
+        print(
+            f"re-embedding:   {data['reembedding']} text(s) still searched on vectors of an older recipe"
+            f" (now {data.get('recipe')}; the daemon or `memoryd embed` replaces them)"
+        )
+    workers = data.get("workers") or []
+    if not data.get("embedding_local", True) or workers:
+        local = "in the daemon" if data.get("embedding_local", True) else "left to workers ([embedding] local = false)"
+        print(f"embedding:      {local}; {len(workers)} worker(s) listening")
+        for name in workers:
+            print(f"  {name}")
     print(f"last sync:      {data['last_sync'] or 'never'}")
     if data.get("in_progress"):
         print(f"in progress:    {len(data['in_progress'])} (still being written: {', '.join(data['in_progress'])})")
@@ -297,23 +360,29 @@ def cmd_install_service(args: argparse.Namespace, config: Config) -> int:
     The unit runs this memoryd with this configuration file; enable it with
     `systemctl --user daemon-reload && systemctl --user enable --now memoryd`.
 
+    --worker writes memoryd-worker.service instead, which runs
+    `memoryd embed --follow` (an embedding worker) with this configuration.
+
     Example: memoryd install-service
              memoryd install-service --output /tmp/memoryd.service
+             memoryd --config ~/.config/memoryd/worker.toml install-service --worker
     """
-    from memoryd.systemd import render_unit, unit_path
+    from memoryd.systemd import WORKER_UNIT, render_unit, unit_path
 
     if config.file is None:
         raise ConfigError(
             "install-service needs a configuration file (the service must not depend on its working directory):"
             " pass --config or create ~/.config/memoryd/config.toml"
         )
-    target = Path(args.output) if args.output else unit_path()
+    unit = WORKER_UNIT if args.worker else "memoryd.service"
+    target = Path(args.output) if args.output else unit_path(unit)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_unit(config), encoding="utf-8")
+    target.write_text(render_unit(config, worker=args.worker), encoding="utf-8")
     print(f"wrote {target}")
     if not args.output:
-        print("now run: systemctl --user daemon-reload && systemctl --user enable --now memoryd")
-        print("logs:    journalctl --user -u memoryd -f")
+        name = unit.removesuffix(".service")
+        print(f"now run: systemctl --user daemon-reload && systemctl --user enable --now {name}")
+        print(f"logs:    journalctl --user -u {name} -f")
     return 0
 
 
@@ -569,7 +638,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest")
     p.add_argument("paths", nargs="*", metavar="PATH", help="slug folders or files inside the watched folders")
     p.add_argument("--force", action="store_true", help="re-parse every slug, even unchanged ones")
-    add("embed")
+    p = add("embed")
+    p.add_argument(
+        "--follow", action="store_true", help="keep running as a worker: wait for new texts, embed them, until stopped"
+    )
     p = add("search")
     p.add_argument("query", metavar="QUERY")
     p.add_argument("--k", type=_positive, default=10, help="number of results (default 10)")
@@ -608,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("watch")
     p = add("install-service")
     p.add_argument("--output", metavar="PATH", help="write the unit here instead of ~/.config/systemd/user/")
+    p.add_argument("--worker", action="store_true", help="the unit of an embedding worker (embed --follow)")
     p = add("verify")
     p.add_argument("--json", action="store_true", help="the report as JSON")
 
@@ -637,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     fmt = _start_logging(args, config) if args.command not in _LOGGING_ON_DEMAND else None
     # The daemon's stderr is its JSON log (journald): its last words are an event too.
-    as_event = fmt == "json" and args.command == "watch"
+    as_event = fmt == "json" and (args.command == "watch" or getattr(args, "follow", False))
     try:
         return COMMANDS[args.command](args, config)
     except ConfigError as exc:

@@ -52,6 +52,10 @@ class EmbeddingConfig:
     precision: Precision = "auto"
     # Seconds without encoding after which the daemon frees the model (0: keep it); it loads again on demand.
     idle_unload_s: int = 0
+    # False: the daemon stores text but leaves its encoding to workers (`memoryd embed --follow`).
+    local: bool = True
+    # A worker looks for pending texts at least this often, notifications or not.
+    worker_poll_s: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +310,8 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(f"[embedding] precision {emb.precision} runs on the CPU: set device to auto or cpu")
     if emb.precision == "fp16" and emb.device == "cpu":
         raise ConfigError("[embedding] precision fp16 needs a GPU (device auto, cuda[:N] or mps); on a CPU use auto")
+    if emb.worker_poll_s < 1:
+        raise ConfigError("[embedding] worker_poll_s must be >= 1")
     if config.watch.debounce_ms > config.watch.max_wait_ms:
         raise ConfigError("[watch] debounce_ms must not exceed max_wait_ms")
     if config.watch.rescan_interval_s < 1:

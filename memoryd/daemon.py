@@ -143,6 +143,7 @@ class Daemon:
         self.embedder_ready = threading.Event()
         self.failure: BaseException | None = None
         self._mirror: SourceMirror | None = None  # [mirror]: agent session logs mirrored into folders
+        self._model_lock = threading.Lock()  # [embedding] local = false: the search model's lazy load
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -276,10 +277,34 @@ class Daemon:
 
     def _query_embedder(self) -> Any:
         """The daemon's own model, once loaded: a search never loads a second copy."""
+        if not self.config.embedding.local:
+            return self._search_only_embedder()
         if not self.embedder_ready.wait(QUERY_MODEL_WAIT_S) or self.embedder is None:
             reason = f"the embedder failed: {self.failure}" if self.failure else "the model is still loading"
             raise DatabaseUnavailable(f"{reason}; text search (mode text) works meanwhile")
         return self.embedder
+
+    def _search_only_embedder(self) -> Any:
+        """``[embedding] local = false``: the model only encodes queries, loaded by the first search that needs it.
+
+        Lazily, so that a daemon whose searches are by words, or that nobody
+        asks, never holds the model; that first search waits for the load
+        (about a second for a remembered ONNX precision).
+        """
+        with self._model_lock:
+            if self.embedder is None:
+                self.embedder = self._embedder_factory()
+                self.embedder_ready.set()
+            return self.embedder
+
+    def _leave_embedding_to_workers(self) -> None:
+        """The embedder thread with ``[embedding] local = false``: no embedding; unload an idle search model."""
+        pending = self.db.run(store.count_pending, self.config.embedding.model)
+        log.info("embedding_left_to_workers", model=self.config.embedding.model, pending=pending)
+        idle_unload_s = self.config.embedding.idle_unload_s
+        while not self._stopping.wait(timeout=min(30.0, idle_unload_s or 30.0)):
+            if self.embedder is not None:
+                self.embedder.release_if_idle()
 
     # -- embedder thread -----------------------------------------------------------
 
@@ -300,6 +325,9 @@ class Daemon:
             while not self.ready.wait(0.5):
                 if self.stopping:
                     return
+            if not self.config.embedding.local:
+                self._leave_embedding_to_workers()
+                return
             embedder = self.embedder = self._embedder_factory()
             self.embedder_ready.set()
             idle_unload_s = self.config.embedding.idle_unload_s

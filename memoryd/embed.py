@@ -40,6 +40,7 @@ import structlog
 from memoryd.config import DEFAULT_MODEL, EmbeddingConfig
 from memoryd.errors import EmbedError
 from memoryd.onnx_backend import OnnxBackend, cache_root, cached_onnx_file, model_key, onnx_backend, onnx_unavailable
+from memoryd.recipe import prefix
 from memoryd.store import (
     ChunkVector,
     ClaimCursor,
@@ -47,6 +48,7 @@ from memoryd.store import (
     claim_pending,
     count_pending,
     has_embeddings,
+    relabel_vectors,
     reusable_vectors,
     write_embeddings,
 )
@@ -823,6 +825,7 @@ class _Claims:
 def _embed_batch(
     conn: psycopg.Connection[Any], embedder: Embedder, limit: int, claims: _Claims, encoder: ThreadPoolExecutor
 ) -> tuple[int, int, int]:
+    started = time.monotonic()
     with claims.lock:
         if claims.done:
             return 0, 0, 0
@@ -834,25 +837,43 @@ def _embed_batch(
                 claims.cursor = ClaimCursor()  # a last look from the start, for texts the cursor went past
             return 0, 0, 0
         claims.cursor = claims.cursor.after(texts)
-    vectors_of = reusable_vectors(conn, embedder.name, texts)
+    claimed = time.monotonic()
+    # Debug events: what a worker holds (tests kill a worker right after this line) and where its time goes.
+    log.debug("embed_batch_claimed", model=embedder.name, texts=len(texts), claim_s=round(claimed - started, 4))
+    relabeled = relabel_vectors(conn, embedder.name, texts)
+    rest = [text for text in texts if (text.ref_type, text.ref_id) not in relabeled]
+    vectors_of = reusable_vectors(conn, embedder.name, rest)
+    encode_s = 0.0
     new: dict[str, PendingText] = {}
-    for text in texts:
-        if text.content_hash not in vectors_of:
-            new.setdefault(text.content_hash, text)
+    for text in rest:
+        if text.input_key not in vectors_of:
+            new.setdefault(text.input_key, text)
     items = list(new.values())
     spans = embedder.chunk_many([text.content for text in items])
     pieces = [
         (text, i, span) for text, text_spans in zip(items, spans, strict=True) for i, span in enumerate(text_spans)
     ]
     if pieces:
-        chunks = [t.content[s.start : s.end] for t, _, s in pieces]
+        # The recipe (memoryd.recipe): each chunk of the content, after its speaker's name if it has one.
+        chunks = [prefix(t.speaker) + t.content[s.start : s.end] for t, _, s in pieces]
+        encode_started = time.monotonic()
         vectors = encoder.submit(embedder.encode, chunks).result()
+        encode_s = time.monotonic() - encode_started
         for n, (text, i, span) in enumerate(pieces):
-            vectors_of.setdefault(text.content_hash, []).append((i, span.start, span.end, vectors[n]))
+            vectors_of.setdefault(text.input_key, []).append((i, span.start, span.end, vectors[n]))
     rows = [
         ChunkVector(text, chunk, start, end, vector)
-        for text in texts
-        for chunk, start, end, vector in vectors_of[text.content_hash]
+        for text in rest
+        for chunk, start, end, vector in vectors_of[text.input_key]
     ]
     write_embeddings(conn, embedder.name, rows)
+    log.debug(
+        "embed_batch_written",
+        model=embedder.name,
+        texts=len(texts),
+        chunks=len(rows),
+        encoded=len(new),
+        encode_s=round(encode_s, 4),
+        other_s=round(time.monotonic() - claimed - encode_s, 4),
+    )
     return len(texts), len(rows), len(new)

@@ -91,9 +91,7 @@ def _log_uncaught_exceptions() -> None:
         if args.exc_type is SystemExit or args.exc_value is None:
             return
         thread = args.thread.name if args.thread is not None else None
-        log.critical(
-            "uncaught_exception", thread=thread, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
-        )
+        log.critical("uncaught_exception", thread=thread, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
     sys.excepthook = on_main
     threading.excepthook = on_thread

@@ -48,6 +48,8 @@ class Message:
     role: str
     content: str
     ts: str | None = None
+    speaker: str | None = None
+    """Who said it, by name, where the transcript says (``Kate``); the role says only user or assistant."""
 
     @property
     def content_hash(self) -> str:

@@ -30,6 +30,7 @@ class Turn:
     ts: str | None
     text: str
     truncated: bool = False  # the text was cut (see api.CONTEXT_TEXT_CHARS and HIT_TEXT_CHARS)
+    speaker: str | None = None  # who said it, by name, where the transcript says
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +119,7 @@ class Hit:
     context: Context = field(default_factory=Context)
     vector_rank: int | None = None  # 1-based rank in the vector candidates, None if absent
     text_rank: int | None = None  # 1-based rank in the full-text candidates, None if absent
+    speaker: str | None = None  # messages only: who said it, by name, where the transcript says
     source: str = ""  # the conversation's source: the [source] name of the machine whose folders hold it
 
     def to_dict(self) -> dict[str, Any]:

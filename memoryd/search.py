@@ -8,8 +8,8 @@
   stemmed as both English and French with accents folded (see
   ``sql/002_fulltext.sql``).  Score: ``ts_rank``.
 - ``hybrid``: both candidate lists, each ``max(CANDIDATES, k)`` texts long, fused by
-  weighted reciprocal rank fusion.  Score: ``Σ weight / (60 + rank)`` over the
-  lists the hit is in (FUSION_WEIGHTS: the text list counts twice); the rank
+  weighted reciprocal rank fusion.  Score: ``Σ weight / (10 + rank)`` over the
+  lists the hit is in (FUSION_WEIGHTS: the text list counts 1.25 times); the rank
   in each list is kept on the hit.  The vector list finds paraphrases, the
   text list the exact rare word (a code, a surname) that an embedding blurs;
   a query whose words are all common (see ``TEXT_COMMON_ROWS``) has no text
@@ -61,22 +61,28 @@ Mode = Literal["vector", "text", "hybrid"]
 MODES: tuple[Mode, ...] = ("vector", "text", "hybrid")
 
 SNIPPET_CHARS = 240
-# Reciprocal rank fusion's constant (Cormack et al. 2009): large enough that
-# being first in one list is not worth much more than being third in both.
-RRF_K = 60
+# Reciprocal rank fusion's constant (Cormack et al. 2009 use 60).  Chosen with
+# FUSION_WEIGHTS on bench/retrieval.py (REALTALK, 726 questions, speakers
+# embedded and indexed; README "Retrieval quality"): with 60, a text-only hit
+# at rank 30 outscored a vector-only one at rank 10, and hybrid fell below
+# vector alone at hit@25 (0.705 against 0.698 overall, 0.481 against 0.565 on
+# commonsense questions); with 10 the top of each list counts more and hybrid
+# is at or above both modes at every k in every category (hit@10 0.656, @25
+# 0.762).
+RRF_K = 10
 # Each candidate list's vote in the fusion: ``weight / (RRF_K + rank)``.
-# Chosen on bench/retrieval.py (REALTALK, 726 questions; README "Retrieval
-# quality"): with equal votes the weaker vector list pulled hybrid below text
-# alone at hit@1; text counting twice keeps hybrid at or above the better of
-# the two at every k.  ``*_dated``: the same scans within the days the query
+# With equal votes the weaker list pulls hybrid below the stronger at hit@1;
+# text at 1.25 was the one weight of those tried (1, 1.25, 1.5, 2 with RRF_K
+# 10, 30, 60, 120) that keeps hybrid at or above both modes at every k in
+# every category.  ``*_dated``: the same scans within the days the query
 # names (memoryd.querydates); ``*_covered``: the messages that the summaries
 # of a list cover, at their summary's rank.
 FUSION_WEIGHTS: dict[str, float] = {
-    "text": 2.0,
+    "text": 1.25,
     "vector": 1.0,
-    "text_dated": 2.0,
+    "text_dated": 1.25,
     "vector_dated": 1.0,
-    "text_covered": 1.0,
+    "text_covered": 0.625,  # half its list's vote, as vector_covered
     "vector_covered": 0.5,
 }
 # The HNSW candidate list (hnsw.ef_search) is never shorter than this.  At

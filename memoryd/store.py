@@ -22,6 +22,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from memoryd.errors import ParseError
+from memoryd.recipe import RECIPE, STALE_RECIPE
+from memoryd.recipe import input_hash as recipe_input_hash
 from memoryd.records import Conversation, Message, Summary
 
 
@@ -203,6 +205,7 @@ class StoredMessage:
     content_hash: str
     role: str
     ts: str | None
+    speaker: str | None = None
 
 
 @dataclass
@@ -210,7 +213,7 @@ class MessagePlan:
     """How to turn the stored messages into the parsed ones with the fewest writes."""
 
     delete: list[int] = field(default_factory=list)
-    update: list[tuple[int, Message]] = field(default_factory=list)  # id -> new seq/role/ts
+    update: list[tuple[int, Message]] = field(default_factory=list)  # id -> new seq/role/ts/speaker
     moved: int = 0
     insert: list[Message] = field(default_factory=list)
 
@@ -230,7 +233,7 @@ def plan_messages(stored: Sequence[StoredMessage], parsed: Sequence[Message]) ->
         row = by_seq.get(msg.seq)
         if row is not None and row.content_hash == msg.content_hash:
             used.add(row.id)
-            if (row.role, row.ts) != (msg.role, msg.ts):
+            if (row.role, row.ts, row.speaker) != (msg.role, msg.ts, msg.speaker):
                 plan.update.append((row.id, msg))
         else:
             unmatched.append(msg)
@@ -257,7 +260,7 @@ def _sync_messages(
     stored = [
         StoredMessage(*row)
         for row in conn.execute(
-            "SELECT id, seq, content_hash, role, ts FROM messages WHERE conversation_id = %s", (conv_id,)
+            "SELECT id, seq, content_hash, role, ts, speaker FROM messages WHERE conversation_id = %s", (conv_id,)
         )
     ]
     plan = plan_messages(stored, messages)
@@ -265,16 +268,18 @@ def _sync_messages(
         conn.execute("DELETE FROM messages WHERE id = ANY(%s)", (plan.delete,))
     if plan.update:
         conn.execute(
-            "UPDATE messages AS m SET seq = u.seq, role = u.role, ts = u.ts"
-            " FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[]) AS u(id, seq, role, ts)"
+            "UPDATE messages AS m SET seq = u.seq, role = u.role, ts = u.ts, speaker = u.speaker"
+            " FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[]) AS u(id, seq, role, ts, speaker)"
             " WHERE m.id = u.id",
             (
                 [row_id for row_id, _ in plan.update],
                 [m.seq for _, m in plan.update],
                 [m.role for _, m in plan.update],
                 [m.ts for _, m in plan.update],
+                [m.speaker for _, m in plan.update],
             ),
         )
+        _speakers_changed(conn, stored, plan.update)
     if plan.insert:
         with conn.cursor() as cur:
             _copy_messages(cur, ((conv_id, m) for m in plan.insert))
@@ -284,14 +289,31 @@ def _sync_messages(
     changes.messages_updated += len(plan.update) - plan.moved
 
 
+def _speakers_changed(
+    conn: psycopg.Connection[Any], stored: Sequence[StoredMessage], update: Sequence[tuple[int, Message]]
+) -> None:
+    """Mark the vectors of messages whose speaker changed as of no recipe, so they are embedded again.
+
+    Their encoded input (memoryd.recipe) changed while their content did
+    not; the old vectors keep serving search until the new ones replace them.
+    """
+    before = {row.id: row.speaker for row in stored}
+    changed = [row_id for row_id, m in update if before.get(row_id) != m.speaker]
+    if changed:
+        conn.execute(
+            "UPDATE embeddings SET recipe = %s WHERE message_id = ANY(%s) AND recipe <> %s",
+            (STALE_RECIPE, changed, STALE_RECIPE),
+        )
+
+
 def _copy_messages(cur: psycopg.Cursor[Any], rows: Iterable[tuple[int, Message]]) -> None:
     """Binary COPY of new messages: the one way messages are inserted."""
     with cur.copy(
-        "COPY messages (conversation_id, seq, role, ts, content, content_hash) FROM STDIN WITH (FORMAT BINARY)"
+        "COPY messages (conversation_id, seq, role, ts, content, content_hash, speaker) FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["int8", "int4", "text", "text", "text", "text"])
+        copy.set_types(["int8", "int4", "text", "text", "text", "text", "text"])
         for conv_id, m in rows:
-            copy.write_row((conv_id, m.seq, m.role, m.ts, m.content, m.content_hash))
+            copy.write_row((conv_id, m.seq, m.role, m.ts, m.content, m.content_hash, m.speaker))
 
 
 def _copy_summaries(cur: psycopg.Cursor[Any], rows: Iterable[tuple[int, Summary]]) -> None:
@@ -481,13 +503,24 @@ def standing_errors(
 
 @dataclass(frozen=True, slots=True)
 class PendingText:
-    """A message or summary that has no embedding for the model yet."""
+    """A message or summary that has no embedding of the current recipe for the model yet."""
 
     ref_type: str  # "message" | "summary"
     ref_id: int
     conversation_id: int
     content: str
     content_hash: str
+    speaker: str | None = None
+
+    @property
+    def input_hash(self) -> str | None:
+        """What the current recipe encodes for it (memoryd.recipe); None: its content alone."""
+        return recipe_input_hash(self.content_hash, self.speaker)
+
+    @property
+    def input_key(self) -> str:
+        """The key its vectors are shared and cached by: the input hash, else the content hash."""
+        return self.input_hash or self.content_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,7 +545,7 @@ class ClaimCursor:
 def claim_pending(
     conn: psycopg.Connection[Any], model: str, limit: int, cursor: ClaimCursor | None = None
 ) -> list[PendingText]:
-    """Lock up to ``limit`` texts without an embedding for ``model``, after ``cursor``, by id.
+    """Lock up to ``limit`` texts without an embedding of ``model`` and the current recipe, after ``cursor``, by id.
 
     ``FOR UPDATE SKIP LOCKED``: several workers (or processes) sharing one
     database each take different texts, and a text being deleted or edited
@@ -529,36 +562,115 @@ def claim_pending(
     progress makes it skip that conversation's texts until the next claim.
     """
     cursor = cursor or ClaimCursor()
+    while True:
+        claimed = _claim_rows(conn, model, limit, cursor)
+        kept = drop_embedded(conn, model, claimed)
+        if kept or not claimed:
+            return kept
+        cursor = cursor.after(claimed)  # all embedded meanwhile by another worker: look further
+
+
+def _claim_rows(conn: psycopg.Connection[Any], model: str, limit: int, cursor: ClaimCursor) -> list[PendingText]:
     claimed: list[PendingText] = []
-    for ref_type, table, fk, after in (
-        ("message", "messages", "message_id", cursor.message_id),
-        ("summary", "summaries", "summary_id", cursor.summary_id),
+    for ref_type, table, fk, after, speaker in (
+        ("message", "messages", "message_id", cursor.message_id, "t.speaker"),
+        ("summary", "summaries", "summary_id", cursor.summary_id, "NULL::text"),
     ):
         if len(claimed) >= limit:
             break
         query = sql.SQL(
-            "SELECT t.id, t.conversation_id, t.content, t.content_hash FROM {table} AS t"
+            "SELECT t.id, t.conversation_id, t.content, t.content_hash, {speaker} FROM {table} AS t"
             " JOIN conversations AS c ON c.id = t.conversation_id"
             " WHERE t.id > %(after)s AND NOT EXISTS (SELECT 1 FROM embeddings AS e WHERE e.{fk} = t.id"
             # Implied by the join, but lets a merge anti-join start at the cursor too.
-            " AND e.{fk} > %(after)s AND e.model = %(model)s AND e.content_hash = t.content_hash)"
+            " AND e.{fk} > %(after)s AND e.model = %(model)s AND e.recipe = %(recipe)s"
+            " AND e.content_hash = t.content_hash)"
             " ORDER BY t.id LIMIT %(limit)s FOR UPDATE OF t SKIP LOCKED FOR KEY SHARE OF c SKIP LOCKED"
-        ).format(table=sql.Identifier(table), fk=sql.Identifier(fk))
-        params = {"after": after, "model": model, "limit": limit - len(claimed)}
-        for ref_id, conv_id, content, chash in conn.execute(query, params):
-            claimed.append(PendingText(ref_type, int(ref_id), int(conv_id), content, chash))
+        ).format(table=sql.Identifier(table), fk=sql.Identifier(fk), speaker=sql.SQL(speaker))
+        params = {"after": after, "model": model, "recipe": RECIPE, "limit": limit - len(claimed)}
+        for ref_id, conv_id, content, chash, who in conn.execute(query, params):
+            claimed.append(PendingText(ref_type, int(ref_id), int(conv_id), content, chash, who))
     return claimed
 
 
+def drop_embedded(conn: psycopg.Connection[Any], model: str, texts: Sequence[PendingText]) -> list[PendingText]:
+    """``texts`` less those that have vectors for ``model`` and the current recipe now.
+
+    A claim's snapshot is taken before it locks its rows: a text that another
+    worker embedded and committed in between is still seen as pending, and its
+    lock, released by that commit, is free.  This second statement (a new
+    snapshot, under READ COMMITTED) sees that worker's vectors, so the text is
+    not encoded twice and its COPY does not break the embeddings' unique key.
+    """
+    if not texts:
+        return []
+    done: set[tuple[str, int]] = set()
+    for ref_type, fk in (("message", "message_id"), ("summary", "summary_id")):
+        mine = [t for t in texts if t.ref_type == ref_type]
+        if mine:
+            # The claim's own test: vectors of this model, of the current recipe, of this very content.
+            query = sql.SQL(
+                "SELECT DISTINCT e.{fk} FROM embeddings AS e"
+                " JOIN unnest(%s::bigint[], %s::text[]) AS p(id, content_hash)"
+                " ON e.{fk} = p.id AND e.content_hash = p.content_hash"
+                " WHERE e.model = %s AND e.recipe = %s"
+            ).format(fk=sql.Identifier(fk))
+            params = ([t.ref_id for t in mine], [t.content_hash for t in mine], model, RECIPE)
+            done |= {(ref_type, int(row[0])) for row in conn.execute(query, params)}
+    return [t for t in texts if (t.ref_type, t.ref_id) not in done]
+
+
 def count_pending(conn: psycopg.Connection[Any], model: str) -> int:
+    """Texts without vectors of ``model`` and the current recipe (those being re-embedded included)."""
     row = conn.execute(
         "SELECT (SELECT count(*) FROM messages AS m WHERE NOT EXISTS (SELECT 1 FROM embeddings AS e"
-        "  WHERE e.message_id = m.id AND e.model = %(model)s AND e.content_hash = m.content_hash))"
+        "  WHERE e.message_id = m.id AND e.model = %(model)s AND e.recipe = %(recipe)s"
+        "  AND e.content_hash = m.content_hash))"
         " + (SELECT count(*) FROM summaries AS s WHERE NOT EXISTS (SELECT 1 FROM embeddings AS e"
-        "  WHERE e.summary_id = s.id AND e.model = %(model)s AND e.content_hash = s.content_hash))",
-        {"model": model},
+        "  WHERE e.summary_id = s.id AND e.model = %(model)s AND e.recipe = %(recipe)s"
+        "  AND e.content_hash = s.content_hash))",
+        {"model": model, "recipe": RECIPE},
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def count_reembedding(conn: psycopg.Connection[Any], model: str) -> int:
+    """Texts whose only vectors of ``model`` are of an older recipe: searched on those until re-embedded."""
+    row = conn.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT ref_type, ref_id FROM embeddings"
+        " WHERE model = %(model)s AND recipe <> %(recipe)s) AS old",
+        {"model": model, "recipe": RECIPE},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def relabel_vectors(conn: psycopg.Connection[Any], model: str, texts: Sequence[PendingText]) -> set[tuple[str, int]]:
+    """Give the current recipe to older vectors of these texts that encoded the very same input.
+
+    A text whose encoded input does not change with the recipe (no speaker,
+    a summary) keeps its vectors: no encoding, no delete and insert.
+    Returns the (ref_type, ref_id) of the texts done.
+    """
+    if not texts:
+        return set()
+    rows = conn.execute(
+        "UPDATE embeddings AS e SET recipe = %(recipe)s"
+        " FROM unnest(%(types)s::text[], %(ids)s::bigint[], %(hashes)s::text[], %(keys)s::text[])"
+        "  AS t(ref_type, ref_id, content_hash, input_key)"
+        " WHERE e.ref_type = t.ref_type AND e.ref_id = t.ref_id"  # the (ref_type, ref_id, model, chunk) key
+        " AND e.model = %(model)s AND e.recipe <> %(recipe)s AND e.content_hash = t.content_hash"
+        " AND COALESCE(e.input_hash, e.content_hash) = t.input_key"
+        " RETURNING e.ref_type, e.ref_id",
+        {
+            "recipe": RECIPE,
+            "model": model,
+            "types": [t.ref_type for t in texts],
+            "ids": [t.ref_id for t in texts],
+            "hashes": [t.content_hash for t in texts],
+            "keys": [t.input_key for t in texts],
+        },
+    ).fetchall()
+    return {(ref_type, int(ref_id)) for ref_type, ref_id in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,21 +684,33 @@ class ChunkVector:
     vector: np.ndarray[Any, np.dtype[np.float32]]
 
 
-def write_embeddings(conn: psycopg.Connection[Any], model: str, rows: Iterable[ChunkVector]) -> int:
-    """Bulk-write vectors with binary COPY.
+def write_embeddings(conn: psycopg.Connection[Any], model: str, rows: Sequence[ChunkVector]) -> int:
+    """Bulk-write vectors of the current recipe with binary COPY, replacing the texts' older ones.
 
-    No conflict handling is needed: the texts were claimed with ``FOR UPDATE``
-    and an edited text is a new row, so its old vectors are already gone.
+    The texts were claimed with ``FOR UPDATE`` and an edited text is a new
+    row, so the only vectors they may have are of an older recipe: those are
+    deleted in the same transaction (their vectors go to ``vector_cache``),
+    so search uses them until the moment the new ones are committed.
     """
+    texts = {(r.text.ref_type, r.text.ref_id) for r in rows}
+    for ref_type, fk in (("message", "message_id"), ("summary", "summary_id")):
+        ids = [ref_id for kind, ref_id in texts if kind == ref_type]
+        if ids:
+            conn.execute(
+                sql.SQL("DELETE FROM embeddings WHERE {fk} = ANY(%s) AND model = %s").format(fk=sql.Identifier(fk)),
+                (ids, model),
+            )
     count = 0
     with (
         conn.cursor() as cur,
         cur.copy(
             "COPY embeddings (conversation_id, ref_type, message_id, summary_id, chunk, chunk_start,"
-            " chunk_end, model, dim, vector, content_hash) FROM STDIN WITH (FORMAT BINARY)"
+            " chunk_end, model, dim, vector, content_hash, recipe, input_hash) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy,
     ):
-        copy.set_types(["int8", "text", "int8", "int8", "int4", "int4", "int4", "text", "int4", "vector", "text"])
+        copy.set_types(
+            ["int8", "text", "int8", "int8", "int4", "int4", "int4", "text", "int4", "vector", "text", "text", "text"]
+        )
         for r in rows:
             is_message = r.text.ref_type == "message"
             copy.write_row(
@@ -602,6 +726,8 @@ def write_embeddings(conn: psycopg.Connection[Any], model: str, rows: Iterable[C
                     int(r.vector.shape[0]),
                     r.vector,
                     r.text.content_hash,
+                    RECIPE,
+                    r.text.input_hash,
                 )
             )
             count += 1
@@ -623,23 +749,26 @@ def as_array(value: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
 def reusable_vectors(
     conn: psycopg.Connection[Any], model: str, texts: Sequence[PendingText]
 ) -> dict[str, list[tuple[int, int, int, Any]]]:
-    """Vectors already computed for these contents: content_hash -> [(chunk, start, end, vector)].
+    """Vectors already computed for these inputs: input key -> [(chunk, start, end, vector)].
 
-    Looked up among live embeddings first (the same text elsewhere), then in
-    ``vector_cache`` (texts deleted recently, e.g. a slug renamed).  Only
-    complete chunk sets are returned: chunks 0..n-1, the first starting at 0
-    and the last ending at the end of the text.
+    Keyed by what was encoded (``PendingText.input_key``: the same content
+    said by the same speaker, under any recipe that encodes it alike), not
+    by the content alone.  Looked up among live embeddings first (the same
+    text elsewhere), then in ``vector_cache`` (texts deleted recently, e.g. a
+    slug renamed).  Only complete chunk sets are returned: chunks 0..n-1, the
+    first starting at 0 and the last ending at the end of the text.
     """
-    lengths = {t.content_hash: len(t.content) for t in texts}
+    lengths = {t.input_key: len(t.content) for t in texts}
     if not lengths:
         return {}
     rows = conn.execute(
-        "SELECT 0 AS source, content_hash, chunk, chunk_start, chunk_end, vector FROM ("
-        " SELECT DISTINCT ON (content_hash, chunk) content_hash, chunk, chunk_start, chunk_end, vector"
-        " FROM embeddings WHERE model = %(model)s AND content_hash = ANY(%(hashes)s)"
-        " ORDER BY content_hash, chunk, id) AS live"
-        " UNION ALL SELECT 1, content_hash, chunk, chunk_start, chunk_end, vector FROM vector_cache"
-        " WHERE model = %(model)s AND content_hash = ANY(%(hashes)s)",
+        "SELECT 0 AS source, input_key, chunk, chunk_start, chunk_end, vector FROM ("
+        " SELECT DISTINCT ON (COALESCE(input_hash, content_hash), chunk) COALESCE(input_hash, content_hash)"
+        " AS input_key, chunk, chunk_start, chunk_end, vector"
+        " FROM embeddings WHERE model = %(model)s AND COALESCE(input_hash, content_hash) = ANY(%(hashes)s)"
+        " ORDER BY COALESCE(input_hash, content_hash), chunk, id) AS live"
+        " UNION ALL SELECT 1, input_hash, chunk, chunk_start, chunk_end, vector FROM vector_cache"
+        " WHERE model = %(model)s AND input_hash = ANY(%(hashes)s)",
         {"model": model, "hashes": list(lengths)},
         binary=True,  # vectors as bytes: parsing their text form took most of a rename's re-embedding
     ).fetchall()
@@ -708,6 +837,8 @@ def stats(conn: psycopg.Connection[Any], model: str) -> dict[str, Any]:
     ).fetchall()
     return {
         **counts(conn, model),
+        "recipe": RECIPE,
+        "reembedding": count_reembedding(conn, model),
         "in_progress": [row[0] for row in in_progress],
         "models": [{"model": m, "dim": d, "embeddings": n} for m, d, n in models],
         "sources": [{"name": name, "conversations": n} for name, n in sources],
@@ -783,7 +914,8 @@ def stored_slugs(
     if messages:
         rows = {c[0]: [] for c in conversations.values()}
         for conv_id, *fields in conn.execute(
-            "SELECT conversation_id, id, seq, content_hash, role, ts FROM messages WHERE conversation_id = ANY(%s)",
+            "SELECT conversation_id, id, seq, content_hash, role, ts, speaker FROM messages"
+            " WHERE conversation_id = ANY(%s)",
             (list(rows),),
         ):
             rows[conv_id].append(StoredMessage(*fields))

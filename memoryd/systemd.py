@@ -42,10 +42,15 @@ def template_path() -> Path:
     raise MemorydError(f"no systemd unit template found next to {_PACKAGE_DIR}")  # pragma: no cover
 
 
-def unit_path() -> Path:
+def unit_path(name: str = "memoryd.service") -> Path:
     """Where systemd looks for the current user's units."""
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "systemd" / "user" / "memoryd.service"
+    return base / "systemd" / "user" / name
+
+
+WORKER_UNIT = "memoryd-worker.service"
+# An embedding worker's watchdog: one batch (256 texts on a CPU, each up to a few chunks) must fit in it.
+WORKER_WATCHDOG = "600s"
 
 
 def memoryd_command() -> list[str]:
@@ -56,8 +61,12 @@ def memoryd_command() -> list[str]:
     return [sys.executable, "-m", "memoryd.cli"]
 
 
-def render_unit(config: Config) -> str:
-    """The template with ExecStart, WorkingDirectory and ReadWritePaths for ``config``."""
+def render_unit(config: Config, *, worker: bool = False) -> str:
+    """The template with ExecStart, WorkingDirectory and ReadWritePaths for ``config``.
+
+    ``worker``: the unit of an embedding worker (``embed --follow``) instead
+    of the daemon, with the same hardening and a longer watchdog.
+    """
     if config.file is None:
         raise MemorydError("the unit needs a configuration file to point at")
     # %C is ~/.cache for a user unit: the embedder's ONNX export and precision choice live there.
@@ -66,11 +75,15 @@ def render_unit(config: Config) -> str:
     if not config.database.dsn:
         config.database.data_dir.mkdir(parents=True, exist_ok=True)
         writable.insert(0, "-" + _escape(str(config.database.data_dir)))
+    command = ("embed", "--follow") if worker else ("watch",)
     replacements = {
-        "ExecStart=": _escape(shlex.join([*memoryd_command(), "--config", str(config.file), "watch"])),
+        "ExecStart=": _escape(shlex.join([*memoryd_command(), "--config", str(config.file), *command])),
         "WorkingDirectory=": _escape(str(config.file.parent)),
         "ReadWritePaths=": " ".join(writable),
     }
+    if worker:
+        replacements["Description="] = "memoryd embedding worker: embeds pending texts of a shared database"
+        replacements["WatchdogSec="] = WORKER_WATCHDOG
     lines = []
     for line in template_path().read_text(encoding="utf-8").splitlines():
         for key, value in replacements.items():
@@ -83,6 +96,7 @@ def render_unit(config: Config) -> str:
 def _escape(path: str) -> str:
     """systemd expands % specifiers in unit values; a literal % is %%."""
     return path.replace("%", "%%")
+
 
 class SystemdNotifier:
     """Sends state changes to the service manager, if there is one."""

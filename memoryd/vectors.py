@@ -64,8 +64,13 @@ def ensure_vector_index(conn: psycopg.Connection[Any], model: str, dim: int) -> 
     name = hnsw_index_name(model)
     if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() != (None,):
         return
-    row = conn.execute("SELECT count(*) FROM embeddings WHERE model = %s", (model,)).fetchone()
-    with conn.transaction():  # SET LOCAL holds until its end, in autocommit mode too
+    with conn.transaction():  # SET LOCAL and the lock hold until its end, in autocommit mode too
+        # Two workers starting at once would both find no index and both create it: the second
+        # CREATE INDEX IF NOT EXISTS then fails on pg_class's unique key.  One at a time, looking again.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+        if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() != (None,):
+            return
+        row = conn.execute("SELECT count(*) FROM embeddings WHERE model = %s", (model,)).fetchone()
         conn.execute(
             "SELECT set_config('maintenance_work_mem', %s, true)",
             (f"{hnsw_build_memory(int(row[0]) if row else 0, dim) // 1024}kB",),

@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 300
 HIT_FIELDS = {
     *("id", "kind", "slug", "title", "date", "seq", "level", "role", "ts", "score", "text", "snippet"),
-    *("truncated", "context", "vector_rank", "text_rank", "source"),
+    *("truncated", "context", "vector_rank", "text_rank", "speaker", "source"),
 }
 CONFIG_TOML = """\
 [paths]

@@ -158,6 +158,23 @@ def ts_text(value: object) -> str | None:
     return clean_text(text.strip()) or None
 
 
+# The keys that name a message's speaker, first present wins: REALTALK/LoCoMo
+# style conversions write ``speaker``, OpenAI chat ``name``, some exports
+# ``author`` (a string, or an object with a ``name``, as ChatGPT's).
+SPEAKER_KEYS = ("speaker", "name", "author")
+
+
+def speaker_name(message: Mapping[str, object]) -> str | None:
+    """The name of who said ``message``, whitespace collapsed; None when it names no one."""
+    for key in SPEAKER_KEYS:
+        value = message.get(key)
+        if isinstance(value, Mapping):
+            value = value.get("name")
+        if isinstance(value, str) and value.strip():
+            return clean_text(" ".join(value.split()))
+    return None
+
+
 def names(value: object, key: str) -> list[str]:
     """The ``key`` strings of a list of objects (attachments), whatever else the list holds."""
     if not isinstance(value, list):

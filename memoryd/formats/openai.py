@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from memoryd.formats.common import Fail, json_type, normalize_role, short_repr, ts_text
+from memoryd.formats.common import Fail, json_type, normalize_role, short_repr, speaker_name, ts_text
 from memoryd.records import ROLES, Message, clean_text
 
 # Roles of the OpenAI API that are not in ROLES, by what they are.
@@ -49,7 +49,9 @@ def openai_message(value: dict[str, object], seq: int, fail: Fail) -> Message:
     else:
         raise fail(f"content: expected a string or an array of content parts, got {json_type(content)}")
     text = "\n".join(piece for piece in (text, *calls) if piece) if calls else text
-    return Message(seq=seq, role=role, content=clean_text(text), ts=ts_text(value.get("ts")))
+    # A tool message's ``name`` is the function's, not a speaker's.
+    speaker = speaker_name(value) if role != "tool" else None
+    return Message(seq=seq, role=role, content=clean_text(text), ts=ts_text(value.get("ts")), speaker=speaker)
 
 
 def _parts_text(parts: list[object], fail: Fail) -> str:

@@ -174,3 +174,28 @@ def test_jsonl_openai_parts_and_tool_calls(tmp_path: Path) -> None:
         ("tool", '{"temp": 21}'),
         ("assistant", "21 °C in Lyon."),
     ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "speaker"),
+    [
+        ({"speaker": "Kate"}, "Kate"),
+        ({"name": "  Fahim   Khan "}, "Fahim Khan"),
+        ({"author": "Emi"}, "Emi"),
+        ({"author": {"role": "user", "name": "Paola"}}, "Paola"),
+        ({"speaker": "Kate", "name": "ignored"}, "Kate"),
+        ({"speaker": ""}, None),
+        ({"speaker": 3}, None),
+        ({}, None),
+    ],
+)
+def test_jsonl_speaker_name(tmp_path: Path, fields: dict[str, object], speaker: str | None) -> None:
+    """A message's speaker is read from speaker, name or author (a string or an object's name), first present."""
+    folder = make_folder(tmp_path, {"messages.jsonl": jsonl({"role": "user", "content": "x", **fields})})
+    assert parse_conversation(folder).messages[0].speaker == speaker
+
+
+def test_jsonl_tool_name_is_no_speaker(tmp_path: Path) -> None:
+    """A tool message's name is the function's, so it is not taken for a speaker."""
+    folder = make_folder(tmp_path, {"messages.jsonl": jsonl({"role": "tool", "content": "22 C", "name": "weather"})})
+    assert parse_conversation(folder).messages[0].speaker is None
