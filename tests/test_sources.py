@@ -309,36 +309,52 @@ _SNAPSHOT = {
 }
 
 
+_KEPT = {
+    "conversations": "SELECT id, slug, title, source FROM conversations ORDER BY id",
+    "messages": _SNAPSHOT["messages"],
+    "summaries": _SNAPSHOT["summaries"],
+}
+
+
 def test_upgrade_from_004_keeps_every_row_and_gives_it_to_the_upgrading_source(
     empty_dsn: str, tmp_path: Path, laptop: Config
 ) -> None:
     """A database at migration 004, filled as the release before sources did, migrates without losing a row.
 
-    Every conversation, folder state and error belongs afterwards to the
-    source of the process that applied 005; the stored folders then sync as
-    unchanged, and a second source deletes none of them.
+    After 005 every conversation, folder state and error is as it was and
+    belongs to the source of the process that applied it; the later
+    migrations claim nothing again, and a second source deletes none of them.
     """
-    old = tmp_path / "sql-004"
+    old, upto_005 = tmp_path / "sql-004", tmp_path / "sql-005"
     old.mkdir()
-    for path in sorted(migrations_dir().glob("00[1-4]_*.sql")):
-        shutil.copy(path, old / path.name)
+    upto_005.mkdir()
+    for path in sorted(migrations_dir().glob("00[1-5]_*.sql")):
+        shutil.copy(path, upto_005 / path.name)
+        if not path.name.startswith("005"):
+            shutil.copy(path, old / path.name)
     with psycopg.connect(empty_dsn) as conn:
         assert apply_migrations(conn, old) == ["001_init", "002_fulltext", "003_vector_cache", "004_message_day"]
         _fill_as_release_004(conn)
         conn.commit()
         before = {table: conn.execute(query).fetchall() for table, query in _SNAPSHOT.items()}
-        assert apply_migrations(conn, source="laptop") == ["005_sources"]
-        after = {table: conn.execute(query).fetchall() for table, query in _SNAPSHOT.items()}
-        assert after == before
+        assert apply_migrations(conn, upto_005, source="laptop") == ["005_sources"]
+        assert {table: conn.execute(query).fetchall() for table, query in _SNAPSHOT.items()} == before
         assert conn.execute("SELECT DISTINCT source FROM conversations").fetchall() == [("laptop",)]
         assert conn.execute("SELECT DISTINCT source FROM folder_state").fetchall() == [("laptop",)]
         assert conn.execute("SELECT DISTINCT source FROM ingest_errors").fetchall() == [("laptop",)]
-        assert apply_migrations(conn, source="desktop") == []  # applied once: nobody claims them again
+        later = apply_migrations(conn, source="desktop")  # the migrations after 005, if any
+        assert "005_sources" not in later
+        assert conn.execute("SELECT DISTINCT source FROM conversations").fetchall() == [("laptop",)]
+        # Later migrations may mark rows for a re-read (006 prefixes hashes): the rows themselves stay.
+        kept = {table: conn.execute(query).fetchall() for table, query in _KEPT.items()}
+        assert kept["conversations"] == [(*row[:3], "laptop") for row in before["conversations"]]
+        assert (kept["messages"], kept["summaries"]) == (before["messages"], before["summaries"])
     desktop = _as_source(replace(laptop, database=replace(laptop.database, dsn=empty_dsn)), "desktop", tmp_path / "d")
     desktop = replace(desktop, watch=WatchConfig(on_delete="delete"))
     _sync(desktop)
     with psycopg.connect(empty_dsn) as conn:
-        assert {table: conn.execute(query).fetchall() for table, query in _SNAPSHOT.items()} == before
+        assert {table: conn.execute(query).fetchall() for table, query in _KEPT.items()} == kept
+        assert conn.execute("SELECT count(*) FROM folder_state WHERE source = 'laptop'").fetchone() == (6,)
 
 
 def test_migration_without_a_source_setting_refuses_to_guess(empty_dsn: str) -> None:

@@ -70,9 +70,10 @@ def _fill_as_before(dsn: str, config: Config, embedder: Embedder) -> None:
         for folder in sorted(config.paths.conversations.iterdir()):
             conv = parse_conversation(folder)
             (conv_id,) = conn.execute(
-                "INSERT INTO conversations (slug, title, created_date, total_chars, total_lines, source_path,"
-                " source_format, content_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                "INSERT INTO conversations (source, slug, title, created_date, total_chars, total_lines, source_path,"
+                " source_format, content_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                 (
+                    config.source.name,  # sql/005_sources.sql came before
                     conv.slug,
                     conv.title,
                     conv.created_date,
@@ -96,8 +97,9 @@ def _fill_as_before(dsn: str, config: Config, embedder: Embedder) -> None:
                     (conv_id, message_id, len(m.content), embedder.name, embedder.dim, vector.tolist(), m.content_hash),
                 )
             conn.execute(
-                "INSERT INTO folder_state (slug, conversation_fingerprint, summaries_fingerprint) VALUES (%s, %s, %s)",
-                (conv.slug, fingerprint(folder), fingerprint(config.paths.summaries / conv.slug)),
+                "INSERT INTO folder_state (source, slug, conversation_fingerprint, summaries_fingerprint)"
+                " VALUES (%s, %s, %s, %s)",
+                (config.source.name, conv.slug, fingerprint(folder), fingerprint(config.paths.summaries / conv.slug)),
             )
         ensure_vector_index(conn, embedder.name, embedder.dim)
 
