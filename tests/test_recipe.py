@@ -66,9 +66,12 @@ def test_speaker_is_part_of_the_embedded_text(db: Database, config: Config, embe
     Syncer(db, config).reconcile()
     embed_pending(db, embedder)
     stored = _vectors(db)
-    expected = embedder.encode([f"Kate: {TURNS[0]['content']}", TURNS[2]["content"]])
-    assert float(stored[0][2] @ expected[0]) > 0.999
-    assert float(stored[2][2] @ expected[1]) > 0.999
+    expected = embedder.encode([f"Kate: {TURNS[0]['content']}", TURNS[2]["content"], TURNS[0]["content"]])
+    # Not exact: with "auto" on a CPU the precision may be onnx-int8, whose scales depend on the batch.
+    assert float(stored[0][2] @ expected[0]) > 0.99
+    # ... and nearer "Kate: ..." than the bare content (0.75 apart in fp32).
+    assert float(stored[0][2] @ expected[0]) > float(stored[0][2] @ expected[2]) + 0.01
+    assert float(stored[2][2] @ expected[1]) > 0.99
     assert {recipe for recipe, _, _ in stored.values()} == {RECIPE}
     assert stored[0][1] is not None and stored[2][1] is None  # input_hash: None when the content alone is encoded
 
