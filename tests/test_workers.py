@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -419,3 +420,90 @@ def test_worker_unit_runs_embed_follow(tmp_path: Path, config: Config) -> None:
         pytest.skip("systemd-analyze is not installed (Debian package systemd)")
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+@pytest.mark.slow
+def test_two_sources_two_daemons_and_two_workers_one_killed(
+    config: Config, db: Database, db_dsn: str, embedder: Embedder, tmp_path: Path
+) -> None:
+    """Two daemons (two sources, two folders, local = false) and two workers on one database, one SIGKILLed mid-batch.
+
+    At the end the database is the union of both folders, each conversation
+    under its own source (the same slug in both folders is two
+    conversations), every text has exactly one vector set, a folder deleted
+    on one machine removed only that machine's conversation, and neither
+    daemon rewrote a row of the other's source.
+    """
+    sources = ("laptop", "desktop")
+    files: dict[str, Path] = {}
+    folders: dict[str, Path] = {}
+    for name in sources:
+        root = tmp_path / name
+        paths = replace(config.paths, conversations=root / "conversations", summaries=root / "summaries")
+        paths.conversations.mkdir(parents=True)
+        paths.summaries.mkdir()
+        folders[name] = paths.conversations
+        extra = f'[source]\nname = "{name}"\n[embedding]\nlocal = false\n'
+        files[name] = _config_file(tmp_path, replace(config, paths=paths), name, extra)
+        for n in range(12):
+            write_conversation(
+                paths.conversations,
+                f"2025-07-{n + 1:02d}__shared_{n:02d}",  # the same slugs on both machines
+                [
+                    ("user" if i % 2 == 0 else "assistant", f"{name} note {n}.{i}: text {n * 100 + i}")
+                    for i in range(30)
+                ],
+            )
+    worker_file = _config_file(
+        tmp_path, config, "worker", '[source]\nname = "gpu-box"\n[embedding]\nworker_poll_s = 600\n'
+    )
+    stored = 2 * 12 * 30
+
+    def rows(source: str) -> dict[str, tuple[int, Any, str, str]]:
+        with psycopg.connect(db_dsn) as conn:
+            found = conn.execute(
+                "SELECT slug, id, updated_at, content_hash, source_path FROM conversations WHERE source = %s",
+                (source,),
+            ).fetchall()
+        return {slug: (cid, updated, chash, path) for slug, cid, updated, chash, path in found}
+
+    with (
+        _memoryd("laptop", files["laptop"], "watch") as laptop,
+        _memoryd("desktop", files["desktop"], "watch") as desktop,
+    ):
+        wait_for(lambda: laptop.has("daemon_ready") and desktop.has("daemon_ready"), timeout=120, what="both ready")
+        wait_for(lambda: len(rows("laptop")) == len(rows("desktop")) == 12, timeout=120, what="both folders stored")
+        desktop_before = rows("desktop")
+        assert db.run(count_pending, MODEL) == stored
+
+        with _memoryd("doomed", worker_file, "embed", "--follow") as doomed:
+            wait_for(lambda: doomed.has("embed_batch_claimed"), timeout=180, what="a claimed batch")
+            with _memoryd("survivor", worker_file, "embed", "--follow") as survivor:
+                doomed.popen.kill()
+                doomed.popen.wait(timeout=30)
+                assert doomed.count("embed_batch_claimed") > doomed.count("embed_batch_written")  # killed mid-batch
+                # One machine deletes a folder whose slug the other also holds.
+                shutil.rmtree(folders["laptop"] / "2025-07-01__shared_00")
+                wait_for(lambda: len(rows("laptop")) == 11, timeout=60, what="the laptop's deletion")
+                wait_for(lambda: db.run(count_pending, MODEL) == 0, timeout=300, what="everything embedded")
+                wait_for(lambda: survivor.has("worker_idle"), timeout=60, what="survivor idle")
+                _stop(survivor)
+        _stop(laptop)
+        _stop(desktop)
+
+    laptop_after, desktop_after = rows("laptop"), rows("desktop")
+    assert set(desktop_after) == {f"2025-07-{n + 1:02d}__shared_{n:02d}" for n in range(12)}
+    assert set(laptop_after) == set(desktop_after) - {"2025-07-01__shared_00"}
+    assert desktop_after == desktop_before  # same ids, updated_at, hashes: the laptop touched none of them
+    for name, found in (("laptop", laptop_after), ("desktop", desktop_after)):
+        assert all(Path(path).is_relative_to(folders[name]) for _, _, _, path in found.values())
+    with psycopg.connect(db_dsn) as conn:
+        contents = conn.execute(
+            "SELECT c.source, count(*), count(*) FILTER (WHERE m.content LIKE c.source || ' note %%')"
+            " FROM messages AS m JOIN conversations AS c ON c.id = m.conversation_id GROUP BY c.source ORDER BY 1"
+        ).fetchall()
+    assert contents == [("desktop", 360, 360), ("laptop", 330, 330)]
+    texts, complete, vectors = _vector_sets(db_dsn, MODEL)
+    assert texts == complete == stored - 30
+    assert vectors == texts  # one chunk each: no text has two vector sets
+    assert not laptop.has("model_loaded") and not desktop.has("model_loaded")
