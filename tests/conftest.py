@@ -112,19 +112,40 @@ def template_dsn(pg_admin_dsn: str) -> str:
     return dsn
 
 
+def create_database(admin_dsn: str, *, template: str | None) -> str:
+    """A new database (a copy of ``template``, or empty); its name."""
+    name = f"memoryd_test_{uuid.uuid4().hex[:12]}"
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(statement)
+    return name
+
+
+def drop_database(admin_dsn: str, name: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def db_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
     """A fresh, migrated database of this test's own."""
-    name = f"memoryd_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE_DB))
-        )
+    name = create_database(pg_admin_dsn, template=TEMPLATE_DB)
     try:
         yield make_conninfo(pg_admin_dsn, dbname=name)
     finally:
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+def empty_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A database with no schema at all, not even the vector extension: for `init`, upgrades and migration races."""
+    name = create_database(pg_admin_dsn, template=None)
+    try:
+        yield make_conninfo(pg_admin_dsn, dbname=name)
+    finally:
+        drop_database(pg_admin_dsn, name)
 
 
 @pytest.fixture

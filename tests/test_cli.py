@@ -16,19 +16,17 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from memoryd.cli import COMMANDS, build_parser
 from memoryd.db import redact_dsn
-from tests.conftest import TEMPLATE_DB, write_conversation, write_summaries
+from tests.conftest import TEMPLATE_DB, create_database, drop_database, write_conversation, write_summaries
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 300
@@ -131,31 +129,6 @@ def make_cli(root: Path, dsn: str) -> Cli:
 def cli(tmp_path: Path, db_dsn: str) -> Cli:
     """``memoryd`` with this test's folders and its own migrated database."""
     return make_cli(tmp_path, db_dsn)
-
-
-def create_database(admin_dsn: str, *, template: str | None) -> str:
-    name = f"memoryd_test_{uuid.uuid4().hex[:12]}"
-    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-    if template is not None:
-        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(statement)
-    return name
-
-
-def drop_database(admin_dsn: str, name: str) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-@pytest.fixture
-def empty_dsn(pg_admin_dsn: str) -> Iterator[str]:
-    """A database with no schema at all, for `init` to build."""
-    name = create_database(pg_admin_dsn, template=None)
-    try:
-        yield make_conninfo(pg_admin_dsn, dbname=name)
-    finally:
-        drop_database(pg_admin_dsn, name)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from mcp.types import CallToolResult, Tool
 from psycopg.conninfo import make_conninfo
 
 from memoryd.config import load_config
-from tests.conftest import TEMPLATE_DB, write_conversation, write_summaries
+from tests.conftest import TEMPLATE_DB, create_database, drop_database, write_conversation, write_summaries
 from tests.daemon_helpers import database_mismatch, fast_config, running_daemon, wait_for
 from tests.test_cli import (
     BREAD,
@@ -42,8 +42,6 @@ from tests.test_cli import (
     RUN_TIMEOUT_S,
     Cli,
     clean_environment,
-    create_database,
-    drop_database,
     make_cli,
     memoryd_command,
 )

@@ -11,19 +11,17 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from memoryd.config import Config
 from memoryd.db import migrations_dir
 from tests.conftest import write_conversation
 from tests.daemon_helpers import fast_config, running_daemon, wait_for
-from tests.test_cli import clean_environment, create_database, drop_database, make_cli, memoryd_command
+from tests.test_cli import clean_environment, make_cli, memoryd_command
 
 PROCESSES = 4
 
@@ -44,16 +42,6 @@ with psycopg.connect(sys.argv[1]) as conn:
 """
 
 
-@pytest.fixture
-def fresh_dsn(pg_admin_dsn: str) -> Iterator[str]:
-    """A database without any schema, not even the vector extension."""
-    name = create_database(pg_admin_dsn, template=None)
-    try:
-        yield make_conninfo(pg_admin_dsn, dbname=name)
-    finally:
-        drop_database(pg_admin_dsn, name)
-
-
 def _versions(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
         return [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
@@ -70,10 +58,10 @@ def _events(stderr: str, name: str) -> list[dict[str, Any]]:
     return found
 
 
-def test_concurrent_inits_apply_each_migration_once(tmp_path: Path, fresh_dsn: str) -> None:
+def test_concurrent_inits_apply_each_migration_once(tmp_path: Path, empty_dsn: str) -> None:
     """Four `memoryd init` started together on an empty database all exit 0; each migration is applied by one."""
-    cli = make_cli(tmp_path, fresh_dsn)
-    env = clean_environment() | {"MEMORYD_CONFIG": str(cli.config_path), "MEMORYD_DSN": fresh_dsn}
+    cli = make_cli(tmp_path, empty_dsn)
+    env = clean_environment() | {"MEMORYD_CONFIG": str(cli.config_path), "MEMORYD_DSN": empty_dsn}
     processes = [
         subprocess.Popen(
             [*memoryd_command(), "-v", "init"],
@@ -93,7 +81,7 @@ def test_concurrent_inits_apply_each_migration_once(tmp_path: Path, fresh_dsn: s
     expected = sorted(path.stem for path in migrations_dir().glob("[0-9][0-9][0-9]_*.sql"))
     applied = sorted(event["version"] for _, _, err in results for event in _events(err, "migration_applied"))
     assert applied == expected, "each migration applied by exactly one process"
-    assert _versions(fresh_dsn) == expected
+    assert _versions(empty_dsn) == expected
 
 
 @pytest.mark.slow

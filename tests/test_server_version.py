@@ -18,7 +18,8 @@ from memoryd import server_version
 from memoryd.config import Config
 from memoryd.db import Database, RetryPolicy
 from memoryd.errors import ServerTooOld
-from tests.test_cli import clean_environment, create_database, drop_database
+from tests.conftest import create_database, drop_database
+from tests.test_cli import clean_environment
 
 
 def _server(dsn: str) -> tuple[str, str]:

@@ -8,16 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from memoryd import store
 from memoryd.api import LocalMemory, Memory, SearchRequest
@@ -252,19 +248,6 @@ def test_status_names_the_source(db_dsn: str, tmp_path: Path) -> None:
 
 
 # -- the upgrade ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def empty_dsn(pg_admin_dsn: str) -> Iterator[str]:
-    """A database of its own with no schema at all."""
-    name = f"memoryd_upgrade_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(pg_admin_dsn, dbname=name)
-    finally:
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _fill_as_release_004(conn: psycopg.Connection[Any]) -> None:

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from memoryd.config import Config
 from memoryd.db import Database, RetryPolicy, apply_migrations, migrations_dir
@@ -44,24 +40,16 @@ def _turns(n: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def old_dsn(pg_admin_dsn: str, tmp_path: Path) -> Iterator[str]:
+def old_dsn(empty_dsn: str, tmp_path: Path) -> str:
     """A database with the migrations before 006 only, as the previous release left it."""
-    name = f"memoryd_upgrade_{uuid.uuid4().hex[:12]}"
     older = tmp_path / "older-sql"
     older.mkdir()
     for path in sorted(migrations_dir().glob("*.sql")):
         if path.stem < UPGRADE:
             shutil.copy(path, older / path.name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(pg_admin_dsn, dbname=name)
-    try:
-        with psycopg.connect(dsn) as conn:
-            apply_migrations(conn, older)
-        yield dsn
-    finally:
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with psycopg.connect(empty_dsn) as conn:
+        apply_migrations(conn, older)
+    return empty_dsn
 
 
 def _fill_as_before(dsn: str, config: Config, embedder: Embedder) -> None:
