@@ -114,24 +114,31 @@ class ConversationFolders:
         return "updated"
 
     def _create(self, slug: str, conversation_id: str, data: bytes, extra: Mapping[str, str]) -> None:
-        """Write the folder hidden, then rename it into place: the daemon never sees it half-written."""
         fields = {"source": self.source, "source_id": conversation_id, **extra}
         meta = json.dumps(fields, ensure_ascii=False, indent=2)
-        staging = self.root / f".import-{secrets.token_hex(6)}"
-        target = self.root / slug
+        create_folder(self.root / slug, {CONVERSATION_JSON: data, META_NAME: (meta + "\n").encode("utf-8")})
+
+
+def create_folder(target: Path, files: Mapping[str, bytes]) -> None:
+    """Write ``files`` into a hidden folder beside ``target``, then rename it into place.
+
+    The daemon never sees a conversation folder half-written, and a folder that
+    appeared at ``target`` meanwhile is never replaced (MemorydError).
+    """
+    staging = target.parent / f".import-{secrets.token_hex(6)}"
+    try:
+        staging.mkdir()
         try:
-            staging.mkdir()
-            try:
-                (staging / CONVERSATION_JSON).write_bytes(data)
-                (staging / META_NAME).write_bytes((meta + "\n").encode("utf-8"))
-                if target.exists() or target.is_symlink():
-                    raise FileExistsError(errno.EEXIST, "appeared meanwhile", str(target))
-                staging.rename(target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-        except OSError as exc:
-            raise MemorydError(f"cannot write {target}: {exc.strerror or exc}") from exc
+            for name, content in files.items():
+                (staging / name).write_bytes(content)
+            if target.exists() or target.is_symlink():
+                raise FileExistsError(errno.EEXIST, "appeared meanwhile", str(target))
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    except OSError as exc:
+        raise MemorydError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
 def _slug_candidates(conversation_id: str, transcript: Transcript) -> Iterator[str]:

@@ -31,12 +31,10 @@ Deleting the agent's log never deletes anything here.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,7 +45,7 @@ from pathlib import Path
 import structlog
 
 from memoryd.errors import MemorydError
-from memoryd.exports.folders import index_folders, read_meta
+from memoryd.exports.folders import create_folder, index_folders, read_meta
 from memoryd.exports.importer import ImportReport
 from memoryd.records import clean_text
 from memoryd.slugs import name_key, short_id, slug_for
@@ -323,7 +321,7 @@ class SessionFolders:
         ours = {key: value for key, value in ours.items() if value is not None}
         if not folder.is_dir():
             meta = {"title": _title(session), "created_date": _created(session), **ours}
-            self._create(folder, messages, _meta_bytes(meta))
+            create_folder(folder, {MESSAGES_NAME: messages, META_NAME: _meta_bytes(meta)})
             outcome = "created"
         else:
             existing = read_meta(folder / META_NAME) or {}
@@ -353,23 +351,6 @@ class SessionFolders:
         except OSError as exc:
             raise MemorydError(f"cannot create {folder}: {exc.strerror or exc}") from exc
         return _replace(folder / COMPACTIONS_NAME, "".join(lines).encode("utf-8"))
-
-    def _create(self, target: Path, messages: bytes, meta: bytes) -> None:
-        """Write the folder hidden, then rename it into place: the daemon never sees it half-written."""
-        staging = self.root / f".import-{secrets.token_hex(6)}"
-        try:
-            staging.mkdir()
-            try:
-                (staging / MESSAGES_NAME).write_bytes(messages)
-                (staging / META_NAME).write_bytes(meta)
-                if target.exists() or target.is_symlink():
-                    raise FileExistsError(errno.EEXIST, "appeared meanwhile", str(target))
-                staging.rename(target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-        except OSError as exc:
-            raise MemorydError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
 def _title(session: Session) -> str | None:
