@@ -24,7 +24,7 @@ Ingesting and embedding 8,944 messages takes minutes on a 2-core CPU, so a
 ``--work`` folder keeps the converted data, an embedded PostgreSQL and the
 fp32 vectors between runs: a second run only searches.  ``--dsn`` uses an
 existing database instead of the embedded one.  ``--sweep`` also prints the
-fusion weights tried on the same candidate lists (how RRF's weights were chosen).
+BM25 parameters and fusion weights tried (how they were chosen).
 
     .venv/bin/python -m bench.retrieval [--data ../shared/retrieval-bench] [--work DIR] [--dsn DSN] [--sweep]
         [--speaker-prefix]
@@ -294,8 +294,27 @@ def ranks(questions: Sequence[Question], rankings: Sequence[Sequence[Key]]) -> l
     return [rank_of_first(r, q.relevant) for q, r in zip(questions, rankings, strict=True)]
 
 
+# BM25 parameters tried for text mode: (k1, b, speaker weight); the first is memoryd's (memoryd/bm25.py).
+BM25_TRIED = (
+    (0.9, 0.4, 1.0),
+    (1.2, 0.75, 1.0),
+    (0.6, 0.4, 1.0),
+    (1.2, 0.4, 1.0),
+    (0.9, 0.2, 1.0),
+    (0.9, 0.75, 1.0),
+    (0.9, 0.4, 0.5),
+    (0.9, 0.4, 2.0),
+)
+TEXT_WEIGHTS_TRIED = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
 def sweep(db: Database, embedder: Embedder, questions: Sequence[Question], query_vectors: Vectors) -> None:
-    """hit@k of hybrid for other weights of the text list, on the same candidate lists as search_query."""
+    """Text mode for other BM25 parameters, and hybrid for other weights of the text list.
+
+    The fusion's weights are tried on the same candidate lists as search_query
+    makes (vector 1 - text weight; the dated lists at half their list's).
+    """
+    from memoryd import bm25
     from memoryd import search as s
 
     with db.connection() as conn:
@@ -305,26 +324,43 @@ def sweep(db: Database, embedder: Embedder, questions: Sequence[Question], query
                 "SELECT m.id, c.slug, m.seq FROM messages AS m JOIN conversations AS c ON c.id = m.conversation_id"
             )
         }
+        text_rows: dict[str, list[list[Key]]] = {f"k1 {k1}, b {b}, speaker {w}": [] for k1, b, w in BM25_TRIED}
         per_question: list[dict[str, list[s.Candidate]]] = []
         for q, qv in zip(questions, query_vectors, strict=True):
             query = SearchQuery(q.text, qv, embedder.name, embedder.dim)
             filters = SearchFilters(slugs=q.scope, kinds=("message",))
             words = s.text_query(conn, q.text)
+            for k1, b, w in BM25_TRIED:
+                found = s.text_candidates(conn, words, filters, candidates=DEPTH, ranking=bm25.Bm25(k1, b, w))
+                text_rows[f"k1 {k1}, b {b}, speaker {w}"].append([keys[c.ref_id] for c in found])
             lists = {"vector": s.vector_candidates(conn, query, filters, texts=s.CANDIDATES)}
             lists["text"] = s.text_candidates(conn, words, filters, candidates=s.CANDIDATES) if words.selective else []
             lists.update(s._dated_lists(conn, query, words, filters, s.CANDIDATES))
-            per_question.append(lists)
+            per_question.append({name: s.normalized(found) for name, found in lists.items()})
             conn.rollback()
+    print_table(
+        "text mode, BM25 parameters tried (k1, b, speaker weight)",
+        {name: ranks(questions, rankings) for name, rankings in text_rows.items()},
+    )
     rows: dict[str, list[int | None]] = {}
-    for text_weight in (1.0, 1.5, 2.0, 3.0):
+    for text_weight in TEXT_WEIGHTS_TRIED:
         for dated in (False, True):
-            weights = {**s.FUSION_WEIGHTS, "text": text_weight, "text_dated": text_weight}
+            vector_weight = round(1 - text_weight, 2)
+            weights = {
+                **s.FUSION_WEIGHTS,
+                "text": text_weight,
+                "vector": vector_weight,
+                "text_dated": text_weight / 2,
+                "vector_dated": vector_weight / 2,
+            }
             ranked = []
             for lists in per_question:
                 kept = {n: c for n, c in lists.items() if dated or not n.endswith("_dated")}
                 ranked.append([keys[f.ref_id] for f in s.fuse(kept, weights=weights) if f.kind == "message"])
-            rows[f"text weight {text_weight}, dates {'on' if dated else 'off'}"] = ranks(questions, ranked)
-    print_table("fusion weights tried (vector weight 1, RRF k = 60)", rows)
+            rows[f"text {text_weight}, vector {vector_weight}, dates {'on' if dated else 'off'}"] = ranks(
+                questions, ranked
+            )
+    print_table("hybrid, fusion weights tried (normalised scores)", rows)
 
 
 def run(data: Path, work: Path, dsn: str | None, with_sweep: bool, speaker_prefix: bool = False) -> None:

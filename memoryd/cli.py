@@ -169,7 +169,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     full-text search (English and French, accents ignored): it finds
     paraphrases and exact rare words (codes, names) alike.  --mode vector is
     by meaning only (score: cosine similarity), --mode text by words only
-    (score: ts_rank; no model is loaded).  Each hit comes with --context
+    (score: BM25; no model is loaded).  Each hit comes with --context
     turns before and after it, and the summaries that cover it.  When a
     daemon (`memoryd watch`) runs, its warm model answers (about 100 ms);
     otherwise this process loads the model (seconds).

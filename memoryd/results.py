@@ -112,7 +112,7 @@ class Hit:
     level: int | None  # summaries only
     role: str | None  # messages only
     ts: str | None  # the message's timestamp as the transcript wrote it
-    score: float  # vector: cosine similarity; text: ts_rank; hybrid: fused rank score
+    score: float  # vector: cosine similarity; text: BM25; hybrid: fused normalised scores, 0 to 1
     text: str  # the whole text, cut at api.HIT_TEXT_CHARS (then ``truncated``)
     snippet: str  # the passage that matched
     truncated: bool = False

@@ -6,17 +6,18 @@
   that chunk (1 is identical).
 - ``text``: PostgreSQL full-text search over whole messages and summaries,
   stemmed as both English and French with accents folded (see
-  ``sql/002_fulltext.sql``).  Score: ``ts_rank``.
-- ``hybrid``: both candidate lists, each ``max(CANDIDATES, k)`` texts long, fused by
-  weighted reciprocal rank fusion.  Score: ``Σ weight / (10 + rank)`` over the
-  lists the hit is in (FUSION_WEIGHTS: the text list counts 1.25 times); the rank
-  in each list is kept on the hit.  The vector list finds paraphrases, the
-  text list the exact rare word (a code, a surname) that an embedding blurs;
-  a query whose words are all common (see ``TEXT_COMMON_ROWS``) has no text
-  list.  Two more kinds of lists join the fusion: when the query names days
-  ("on 3 Jan 2024", "last May": memoryd.querydates) and no date filter is
-  set, both scans again within those days; and for each list holding
-  summaries, the messages they cover, at their summary's rank, so a summary
+  ``sql/002_fulltext.sql``).  Score: Okapi BM25 (memoryd/bm25.py).
+- ``hybrid``: both candidate lists, each ``max(CANDIDATES, k)`` texts long,
+  fused by a weighted sum of their min-max normalised scores (the best of a
+  list 1, its last 0; FUSION_WEIGHTS: text 0.7, vector 0.3), divided by the
+  weights of the lists made, so a hit at the top of every list scores 1; the
+  rank in each list is kept on the hit.  The vector list finds paraphrases,
+  the text list the exact rare word (a code, a surname) that an embedding
+  blurs; a query whose words are all common (see ``TEXT_SCAN_LIMIT``) has no
+  text list.  Two more kinds of lists join the fusion: when the query names
+  days ("on 3 Jan 2024", "last May": memoryd.querydates) and no date filter
+  is set, both scans again within those days; and for each list holding
+  summaries, the messages they cover, at their summary's score, so a summary
   that matches lifts the turns it was written from.
 
 Filters (source, slug, role, summary level, dates, kind) are applied inside
@@ -39,7 +40,6 @@ The text scan filters before it limits.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -49,6 +49,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from memoryd import bm25
 from memoryd.filters import SearchFilters
 from memoryd.querydates import day_ranges
 from memoryd.vectors import distance as vector_distance
@@ -61,29 +62,26 @@ Mode = Literal["vector", "text", "hybrid"]
 MODES: tuple[Mode, ...] = ("vector", "text", "hybrid")
 
 SNIPPET_CHARS = 240
-# Reciprocal rank fusion's constant (Cormack et al. 2009 use 60).  Chosen with
-# FUSION_WEIGHTS on bench/retrieval.py (REALTALK, 726 questions, speakers
-# embedded and indexed; README "Retrieval quality"): with 60, a text-only hit
-# at rank 30 outscored a vector-only one at rank 10, and hybrid fell below
-# vector alone at hit@25 (0.705 against 0.698 overall, 0.481 against 0.565 on
-# commonsense questions); with 10 the top of each list counts more and hybrid
-# is at or above both modes at every k in every category (hit@10 0.656, @25
-# 0.762).
-RRF_K = 10
-# Each candidate list's vote in the fusion: ``weight / (RRF_K + rank)``.
-# With equal votes the weaker list pulls hybrid below the stronger at hit@1;
-# text at 1.25 was the one weight of those tried (1, 1.25, 1.5, 2 with RRF_K
-# 10, 30, 60, 120) that keeps hybrid at or above both modes at every k in
-# every category.  ``*_dated``: the same scans within the days the query
-# names (memoryd.querydates); ``*_covered``: the messages that the summaries
-# of a list cover, at their summary's rank.
+# Each candidate list's weight in the fusion: ``weight * normalised score``.
+# Chosen on bench/retrieval.py (REALTALK, 726 questions; README "Retrieval
+# quality", ``--sweep``).  Scores, not ranks: the text list's BM25 says how
+# far its first hit stands above the next, which weighted reciprocal rank
+# fusion threw away (its best, text 2 with k = 10, hit@1 0.372 against text
+# alone's 0.397).  Text 0.5 / 0.6 / 0.7 / 0.8 / 0.9 (vector the rest): hit@1
+# 0.362 / 0.390 / 0.398 / 0.401 / 0.398, hit@10 0.722 / 0.725 / 0.712 / 0.715
+# / 0.709, hit@25 0.809 / 0.807 / 0.803 / 0.792 / 0.784; 0.7 and 0.8 are at
+# or above both modes at every k, 0.7 the better at 5 and 25.  ``*_dated``:
+# the same scans within the days the query names (memoryd.querydates), half
+# their list's weight: a preference, not a filter (hit@10 0.705 without
+# them); ``*_covered``: the messages that the summaries of a list cover, at
+# their summary's score, half its list's weight.
 FUSION_WEIGHTS: dict[str, float] = {
-    "text": 1.25,
-    "vector": 1.0,
-    "text_dated": 1.25,
-    "vector_dated": 1.0,
-    "text_covered": 0.625,  # half its list's vote, as vector_covered
-    "vector_covered": 0.5,
+    "text": 0.7,
+    "vector": 0.3,
+    "text_dated": 0.35,
+    "vector_dated": 0.15,
+    "text_covered": 0.35,
+    "vector_covered": 0.15,
 }
 # The HNSW candidate list (hnsw.ef_search) is never shorter than this.  At
 # 200,000 chunks, with the index of vectors.ensure_vector_index, 100 gives a
@@ -104,16 +102,16 @@ MAX_VECTOR_CANDIDATES = 10_000
 # distances over 10,000 chunks fetched by conversation take about as long as
 # an iterative index scan for a filter that keeps 5% of the chunks.
 EXACT_MAX_CHUNKS = 10_000
-# A query word found in more rows than this (estimated from the planner's
-# statistics of the tsvector columns) is too common to select candidates by
-# itself: ranking every row it matches would cost tens of milliseconds and
-# say little.  It still counts in the rank of the rows the rarer words select.
-# A query made of common words only selects the rows holding all of them in
-# text mode, and has no text list in hybrid mode.
-TEXT_COMMON_ROWS = 2_000
 # Rows ranked at most per table by one text query, whatever the words: the
-# bound on its cost.
-TEXT_SCAN_LIMIT = 2_000
+# bound on its cost (BM25 costs about 5 µs a row, 2-core CPU).  Candidates are
+# the rows holding the query's rarest words, taken rarest first while their
+# rows add up to at most this many (memoryd/bm25.py counts them): a row that
+# holds none of them can only win on common words, which say little, and
+# ranking every row a common word is in would cost tens of milliseconds.  The
+# common words still count in the rank of the rows selected.  A query made of
+# common words only selects the rows holding all of them in text mode, and
+# has no text list in hybrid mode.
+TEXT_SCAN_LIMIT = 1_000
 # Snippets of hits found by words only come from this much of the text.
 HEADLINE_CHARS = 20_000
 
@@ -215,6 +213,7 @@ def search_query(
     if mode == "hybrid":
         if words is not None:
             lists.update(_dated_lists(conn, query, words, filters, candidates))
+        lists = {name: normalized(found) for name, found in lists.items()}
         lists.update(_covered_lists(conn, lists, filters))
         fused = fuse(lists)
     else:
@@ -222,24 +221,41 @@ def search_query(
     return _hits(conn, fused[:k], query.text, words)
 
 
-def fuse(
-    lists: dict[str, list[Candidate]], *, rrf_k: int = RRF_K, weights: dict[str, float] | None = None
-) -> list[Fused]:
-    """Weighted reciprocal rank fusion: each list adds ``weight / (rrf_k + rank)`` to its hits, best first.
+def normalized(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The list with its scores min-max scaled to [0, 1]: its best 1, its last 0 (all 1 when they are equal).
+
+    A list's scores are comparable only to each other (a cosine, a BM25 sum),
+    so each is scaled within its own list before lists are added.
+    """
+    if not candidates:
+        return []
+    high = max(c.score for c in candidates)
+    low = min(c.score for c in candidates)
+    span = high - low
+    return [
+        Candidate(c.kind, c.ref_id, (c.score - low) / span if span > 0 else 1.0, c.chunk_start, c.chunk_end, c.rank)
+        for c in candidates
+    ]
+
+
+def fuse(lists: dict[str, list[Candidate]], *, weights: dict[str, float] | None = None) -> list[Fused]:
+    """The weighted sum of each hit's scores in ``lists`` (already normalized), best first.
 
     A list's weight comes from ``weights`` (default FUSION_WEIGHTS; 1 for a
-    list it does not name).  Ties go to the hit with the better best rank,
-    then to a fixed order, so results never shuffle between runs.
+    list it does not name); the sum is divided by the weights of the lists
+    given, so a hit first in every list scores 1.  Ties go to the hit with
+    the better best rank, then to a fixed order, so results never shuffle
+    between runs.
     """
     weights = FUSION_WEIGHTS if weights is None else weights
+    total = sum(weights.get(name, 1.0) for name, found in lists.items() if found) or 1.0
     merged: dict[tuple[str, int], Fused] = {}
     for name, candidates in lists.items():
-        weight = weights.get(name, 1.0)
+        weight = weights.get(name, 1.0) / total
         for n, c in enumerate(candidates, start=1):
-            rank = c.rank or n
             entry = merged.setdefault((c.kind, c.ref_id), Fused(c.kind, c.ref_id))
-            entry.score += weight / (rrf_k + rank)
-            entry.ranks[name] = rank
+            entry.score += weight * c.score
+            entry.ranks[name] = c.rank or n
             if entry.chunk is None:
                 entry.chunk = _chunk_of(c)
     return sorted(merged.values(), key=lambda f: (-f.score, min(f.ranks.values()), f.kind, f.ref_id))
@@ -272,17 +288,17 @@ def _dated_lists(
 def _covered_lists(
     conn: psycopg.Connection[Any], lists: dict[str, list[Candidate]], filters: SearchFilters
 ) -> dict[str, list[Candidate]]:
-    """For each list holding summaries, the messages they cover, each at its summary's rank.
+    """For each list holding summaries, the messages they cover, each at its summary's score and rank.
 
     So a summary that matches the question lifts the turns it was written
     from, which hold the details.  The covered messages pass the same
     filters (roles, dates) as any candidate; a message covered by several
-    summaries keeps its best rank.
+    summaries keeps its best summary's.
     """
     if not filters.includes_messages:
         return {}
     ranked = {
-        name: {c.ref_id: n for n, c in enumerate(found, start=1) if c.kind == "summary"}
+        name: {c.ref_id: (n, c.score) for n, c in enumerate(found, start=1) if c.kind == "summary"}
         for name, found in lists.items()
         if name in ("vector", "text")
     }
@@ -314,13 +330,13 @@ def _covered_lists(
         covers.setdefault(int(summary_id), []).append(int(message_id))
     out: dict[str, list[Candidate]] = {}
     for name, summaries in ranked.items():
-        best: dict[int, int] = {}
-        for summary_id, rank in summaries.items():
+        best: dict[int, tuple[int, float]] = {}
+        for summary_id, found in summaries.items():
             for message_id in covers.get(summary_id, []):
-                best[message_id] = min(rank, best.get(message_id, rank))
+                best[message_id] = min(found, best.get(message_id, found))
         if best:
-            ordered = sorted(best.items(), key=lambda item: (item[1], item[0]))
-            out[f"{name}_covered"] = [Candidate("message", i, 0.0, rank=r) for i, r in ordered]
+            ordered = sorted(best.items(), key=lambda item: (item[1][0], item[0]))
+            out[f"{name}_covered"] = [Candidate("message", i, score, rank=rank) for i, (rank, score) in ordered]
     return out
 
 
@@ -596,54 +612,19 @@ def explain_query(
 
 # --- text ---------------------------------------------------------------------
 
-# The lexemes found in more than %(rows)s rows of messages and summaries,
-# estimated from the planner's most-common-element statistics of the tsvector
-# columns (kept by ANALYZE and autovacuum; a lexeme absent from them is rarer
-# than any listed).  Reading them costs milliseconds, so they are kept for
-# COMMON_TTL_S per database.
-_COMMON_SQL = """
-SELECT u.elem
-FROM pg_stats AS st
-JOIN pg_class AS c ON c.oid = format('%%I.%%I', st.schemaname, st.tablename)::regclass
-CROSS JOIN LATERAL unnest(st.most_common_elems::text::text[], st.most_common_elem_freqs) AS u(elem, freq)
-WHERE st.schemaname = current_schema() AND st.tablename IN ('messages', 'summaries') AND st.attname = 'tsv'
-GROUP BY u.elem
-HAVING sum(u.freq * greatest(c.reltuples, 0)) > %(rows)s
-"""
-COMMON_TTL_S = 300.0
-_common_cache: dict[tuple[str, ...], tuple[float, frozenset[str]]] = {}
-
-
-def common_lexemes(conn: psycopg.Connection[Any]) -> frozenset[str]:
-    """The lexemes too common to select text candidates by themselves (see TEXT_COMMON_ROWS)."""
-    info = conn.info
-    key = (info.host, str(info.port), info.dbname, info.user)
-    now = time.monotonic()
-    cached = _common_cache.get(key)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    common = frozenset(row[0] for row in conn.execute(_COMMON_SQL, {"rows": TEXT_COMMON_ROWS}))
-    _common_cache[key] = (now + COMMON_TTL_S, common)
-    return common
-
-
-def _tsquery_or(lexemes: Sequence[str]) -> str:
-    """A tsquery matching any of ``lexemes``, taken as they are (no second normalisation)."""
-    return " | ".join("'" + lex.replace("\\", "\\\\").replace("'", "''") + "'" for lex in lexemes)
-
-
 @dataclass(frozen=True, slots=True)
 class TextQuery:
-    """The query's words as the full-text index sees them."""
+    """The query's words as the full-text index sees them, with the statistics that weigh them."""
 
     text: str
     lexemes: tuple[str, ...]  # every lexeme, both stemmings, stop words dropped
-    selective: tuple[str, ...]  # those found in at most TEXT_COMMON_ROWS rows
+    selective: tuple[str, ...]  # the rarest, in at most TEXT_SCAN_LIMIT rows together: they select candidates
+    weights: dict[str, Any] = field(default_factory=dict)  # the words' BM25 weights (bm25.score_params)
 
     @property
     def any_word(self) -> str:
-        """The tsquery that ranks: any of the words."""
-        return _tsquery_or(self.lexemes)
+        """The tsquery of any of the words (what ts_headline marks)."""
+        return bm25.any_of(self.lexemes)
 
 
 def text_query(conn: psycopg.Connection[Any], text: str) -> TextQuery:
@@ -654,32 +635,42 @@ def text_query(conn: psycopg.Connection[Any], text: str) -> TextQuery:
         {"text": text},
     ).fetchone()
     lexemes = tuple(row[0]) if row else ()
-    common = common_lexemes(conn) if lexemes else frozenset()
-    return TextQuery(text, lexemes, tuple(lex for lex in lexemes if lex not in common))
+    if not lexemes:
+        return TextQuery(text, (), ())
+    stats = bm25.table_stats(conn)
+    frequencies = bm25.document_frequencies(conn, stats, bm25.TABLES, lexemes)
+    rows = {lex: sum(f[n] for f in frequencies.values()) for n, lex in enumerate(lexemes)}
+    selective: list[str] = []
+    total = 0.0
+    for lex in sorted(lexemes, key=lambda lex: (rows[lex], lex)):
+        total += rows[lex]
+        if total > TEXT_SCAN_LIMIT:
+            break
+        selective.append(lex)
+    return TextQuery(text, lexemes, tuple(sorted(selective)), bm25.score_params(stats, frequencies, lexemes))
 
 
 def text_candidates(
-    conn: psycopg.Connection[Any], query: TextQuery, filters: SearchFilters, *, candidates: int
+    conn: psycopg.Connection[Any],
+    query: TextQuery,
+    filters: SearchFilters,
+    *,
+    candidates: int,
+    ranking: bm25.Bm25 = bm25.DEFAULT,
 ) -> list[Candidate]:
-    """Messages and summaries by ``ts_rank`` of the query's words, best first.
+    """Messages and summaries by BM25 of the query's words (memoryd/bm25.py), best first.
 
     Rows are selected by the query's selective words (any of them); when all
     its words are common, by all of them together (in English or in French
-    stemming).  They are ranked by all the words, the rank divided by one plus
-    the log of the text's length so a long text does not win by size alone.
-    At most TEXT_SCAN_LIMIT rows of each table are ranked.
+    stemming).  They are ranked by all the words.  At most TEXT_SCAN_LIMIT
+    rows of each table are ranked.
     """
     if not query.lexemes:
         return []
-    params: dict[str, Any] = {
-        "text": query.text,
-        "rank_q": query.any_word,
-        "scan": TEXT_SCAN_LIMIT,
-        "candidates": candidates,
-    }
+    params: dict[str, Any] = {"text": query.text, "scan": TEXT_SCAN_LIMIT, "candidates": candidates}
     if query.selective:
         match = sql.SQL("%(match_q)s::tsquery")
-        params["match_q"] = _tsquery_or(query.selective)
+        params["match_q"] = bm25.any_of(query.selective)
     else:
         match = sql.SQL("(plainto_tsquery('memoryd_en', %(text)s) || plainto_tsquery('memoryd_fr', %(text)s))")
     parts: list[sql.Composable] = []
@@ -709,15 +700,19 @@ def text_candidates(
             _date_params(filters, params)
         parts.append(
             sql.SQL(
-                "SELECT {kind} AS kind, x.id, ts_rank(x.tsv, %(rank_q)s::tsquery, 1) AS rank FROM"
+                "SELECT {kind} AS kind, x.id, {score} AS rank FROM"
                 " (SELECT {alias}.id, {alias}.tsv FROM {table} AS {alias} WHERE {conditions} LIMIT %(scan)s) AS x"
             ).format(
                 kind=sql.Literal(part_kind),
+                score=bm25.score(sql.Identifier("x"), table, ranking),
                 alias=alias,
                 table=sql.Identifier(table),
                 conditions=sql.SQL(" AND ").join(conditions),
             )
         )
+    if not parts:
+        return []
+    params.update(query.weights)
     union = sql.SQL(" UNION ALL ").join(parts)
     statement = sql.SQL("SELECT kind, id, rank FROM ({}) AS t ORDER BY rank DESC, kind, id LIMIT %(candidates)s")
     rows = conn.execute(statement.format(union), params)

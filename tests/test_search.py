@@ -16,7 +16,6 @@ from memoryd.embed import Embedder, embed_pending
 from memoryd.search import (
     FUSION_WEIGHTS,
     MODES,
-    RRF_K,
     Candidate,
     Mode,
     SearchFilters,
@@ -25,6 +24,7 @@ from memoryd.search import (
     explain,
     explain_query,
     fuse,
+    normalized,
     search,
     search_query,
 )
@@ -257,7 +257,7 @@ def test_text_search_without_a_match_is_empty(db: Database, embedder: Embedder) 
 @pytest.mark.usefixtures("mixed")
 @pytest.mark.parametrize("mode", MODES)
 def test_scores_and_ranks_per_mode(db: Database, embedder: Embedder, mode: Mode) -> None:
-    """Each mode's score is its own (cosine, ts_rank, weighted RRF), hits are sorted by it, each carries its ranks."""
+    """Each mode's score is its own (cosine, BM25, fused normalised scores), hits are sorted by it, with their ranks."""
     hits = db.run(search, embedder, "part supplier", k=4, mode=mode)
     assert len(hits) == 4
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -267,46 +267,55 @@ def test_scores_and_ranks_per_mode(db: Database, embedder: Embedder, mode: Mode)
         elif mode == "text":
             assert h.text_rank is not None and h.vector_rank is None and h.score > 0
         else:
-            ranks = {name: r for name, r in (("vector", h.vector_rank), ("text", h.text_rank)) if r is not None}
-            weighted = sum(FUSION_WEIGHTS[name] / (RRF_K + r) for name, r in ranks.items())
-            # Lists of the messages that summaries cover may add to a message's score, never take away.
-            assert ranks and h.score >= weighted - 1e-12
-            if h.kind == "summary":
-                assert h.score == pytest.approx(weighted)
+            assert (h.vector_rank, h.text_rank) != (None, None) and 0 <= h.score <= 1
 
 
-def test_fuse_adds_reciprocal_ranks() -> None:
-    """RRF with equal weights: each list adds 1/(RRF_K + rank); a hit in both beats hits first in one; fixed ties."""
+def test_normalized_scales_each_list_to_0_1() -> None:
+    """Min-max within the list: its best 1, its last 0; a list of equal scores (or one) all 1; order kept."""
+    scaled = normalized([Candidate("message", 1, 12.0), Candidate("message", 2, 9.0), Candidate("summary", 3, 4.0)])
+    assert [(c.ref_id, c.score) for c in scaled] == [(1, 1.0), (2, pytest.approx(5 / 8)), (3, 0.0)]
+    assert [c.score for c in normalized([Candidate("message", 1, 0.3)])] == [1.0]
+    assert [c.score for c in normalized([Candidate("message", 1, 0.3), Candidate("message", 2, 0.3)])] == [1.0, 1.0]
+    assert normalized([]) == []
+
+
+def test_fuse_adds_weighted_scores() -> None:
+    """Each list adds weight x score, divided by the weights of the lists given; a hit in both beats the tops of one."""
     fused = fuse(
         {
-            "vector": [Candidate("message", 1, 0.9), Candidate("message", 2, 0.8)],
-            "text": [Candidate("summary", 7, 0.5), Candidate("message", 2, 0.4)],
+            "vector": [Candidate("message", 1, 1.0), Candidate("message", 2, 0.8)],
+            "text": [Candidate("summary", 7, 1.0), Candidate("message", 2, 0.9)],
         },
         weights={},
     )
     assert [(f.kind, f.ref_id) for f in fused] == [("message", 2), ("message", 1), ("summary", 7)]
-    assert fused[0].score == pytest.approx(2 / (RRF_K + 2))
+    assert fused[0].score == pytest.approx((0.8 + 0.9) / 2)
     assert fused[0].ranks == {"vector": 2, "text": 2}
-    assert fused[1].score == fused[2].score == pytest.approx(1 / (RRF_K + 1))
+    assert fused[1].score == fused[2].score == pytest.approx(0.5)  # a tie: the fixed order (kind, id) decides
 
 
 def test_fuse_weighs_each_list() -> None:
-    """By default the text list votes more than the vector list: its first hit beats vector's first."""
+    """By default the text list weighs more than the vector list: its first hit beats vector's first."""
     fused = fuse(
         {
-            "vector": [Candidate("message", 1, 0.9), Candidate("message", 2, 0.8)],
-            "text": [Candidate("message", 3, 0.5)],
+            "vector": [Candidate("message", 1, 1.0), Candidate("message", 2, 0.0)],
+            "text": [Candidate("message", 3, 1.0)],
         }
     )
+    total = FUSION_WEIGHTS["text"] + FUSION_WEIGHTS["vector"]
     assert [f.ref_id for f in fused] == [3, 1, 2]
-    assert fused[0].score == pytest.approx(FUSION_WEIGHTS["text"] / (RRF_K + 1))
-    assert fused[1].score == pytest.approx(FUSION_WEIGHTS["vector"] / (RRF_K + 1))
+    assert fused[0].score == pytest.approx(FUSION_WEIGHTS["text"] / total)
+    assert fused[1].score == pytest.approx(FUSION_WEIGHTS["vector"] / total)
+    assert fused[2].score == 0.0
 
 
-def test_fuse_takes_a_shared_rank() -> None:
-    """Candidates given a rank (messages of one summary) all count at that rank, not at their position."""
-    fused = fuse({"x": [Candidate("message", 1, 0.0, rank=3), Candidate("message", 2, 0.0, rank=3)]}, weights={})
-    assert [f.score for f in fused] == pytest.approx([1 / (RRF_K + 3), 1 / (RRF_K + 3)])
+def test_fuse_ignores_an_empty_list_and_keeps_a_shared_rank() -> None:
+    """An empty list weighs nothing; candidates given a rank (messages of one summary) keep it."""
+    fused = fuse(
+        {"x": [Candidate("message", 1, 0.5, rank=3), Candidate("message", 2, 0.5, rank=3)], "text": []},
+        weights={"x": 2.0, "text": 5.0},
+    )
+    assert [f.score for f in fused] == pytest.approx([0.5, 0.5])
     assert [f.ranks["x"] for f in fused] == [3, 3]
 
 
