@@ -103,7 +103,7 @@ MAX_VECTOR_CANDIDATES = 10_000
 # an iterative index scan for a filter that keeps 5% of the chunks.
 EXACT_MAX_CHUNKS = 10_000
 # Rows ranked at most per table by one text query, whatever the words: the
-# bound on its cost (BM25 costs about 5 µs a row, 2-core CPU).  Candidates are
+# bound on its cost (BM25 costs about 6 µs a row, 2-core CPU).  Candidates are
 # the rows holding the query's rarest words, taken rarest first while their
 # rows add up to at most this many (memoryd/bm25.py counts them): a row that
 # holds none of them can only win on common words, which say little, and
