@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import timed, tree_config
+from memoryd import bm25
 from memoryd.config import EmbeddingConfig, LogConfig
 from memoryd.db import Database, EmbeddedServer
 from memoryd.embed import Embedder, embed_pending
@@ -296,7 +297,7 @@ def ranks(questions: Sequence[Question], rankings: Sequence[Sequence[Key]]) -> l
 
 # BM25 parameters tried for text mode: (k1, b, speaker weight); the first is memoryd's (memoryd/bm25.py).
 BM25_TRIED = (
-    (0.9, 0.4, 1.0),
+    (bm25.K1, bm25.B, bm25.SPEAKER_WEIGHT),
     (1.2, 0.75, 1.0),
     (0.6, 0.4, 1.0),
     (1.2, 0.4, 1.0),
@@ -314,7 +315,6 @@ def sweep(db: Database, embedder: Embedder, questions: Sequence[Question], query
     The fusion's weights are tried on the same candidate lists as search_query
     makes (vector 1 - text weight; the dated lists at half their list's).
     """
-    from memoryd import bm25
     from memoryd import search as s
 
     with db.connection() as conn:
