@@ -629,7 +629,7 @@ class TextQuery:
 
     @property
     def any_word(self) -> str:
-        """The tsquery of any of the words (what ts_headline marks)."""
+        """The tsquery of any of the words (the ``ts_rank`` before BM25, and what ts_headline marks)."""
         return bm25.any_of(self.lexemes)
 
 
