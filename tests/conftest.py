@@ -128,24 +128,28 @@ def drop_database(admin_dsn: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@contextlib.contextmanager
+def own_database(admin_dsn: str, *, template: str | None) -> Iterator[str]:
+    """The DSN of a new database (see create_database), dropped afterwards."""
+    name = create_database(admin_dsn, template=template)
+    try:
+        yield make_conninfo(admin_dsn, dbname=name)
+    finally:
+        drop_database(admin_dsn, name)
+
+
 @pytest.fixture
 def db_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
     """A fresh, migrated database of this test's own."""
-    name = create_database(pg_admin_dsn, template=TEMPLATE_DB)
-    try:
-        yield make_conninfo(pg_admin_dsn, dbname=name)
-    finally:
-        drop_database(pg_admin_dsn, name)
+    with own_database(pg_admin_dsn, template=TEMPLATE_DB) as dsn:
+        yield dsn
 
 
 @pytest.fixture
 def empty_dsn(pg_admin_dsn: str) -> Iterator[str]:
     """A database with no schema at all, not even the vector extension: for `init`, upgrades and migration races."""
-    name = create_database(pg_admin_dsn, template=None)
-    try:
-        yield make_conninfo(pg_admin_dsn, dbname=name)
-    finally:
-        drop_database(pg_admin_dsn, name)
+    with own_database(pg_admin_dsn, template=None) as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from memoryd.cli import COMMANDS, build_parser
 from memoryd.db import redact_dsn
-from tests.conftest import TEMPLATE_DB, create_database, drop_database, write_conversation, write_summaries
+from tests.conftest import TEMPLATE_DB, own_database, write_conversation, write_summaries
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 300
@@ -141,15 +140,12 @@ class Indexed:
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory: pytest.TempPathFactory, pg_admin_dsn: str, template_dsn: str) -> Iterator[Indexed]:
     """Two conversations and one summary, ingested and embedded by the real commands, shared by the module."""
-    name = create_database(pg_admin_dsn, template=TEMPLATE_DB)
-    try:
-        cli = make_cli(tmp_path_factory.mktemp("indexed"), make_conninfo(pg_admin_dsn, dbname=name))
+    with own_database(pg_admin_dsn, template=TEMPLATE_DB) as dsn:
+        cli = make_cli(tmp_path_factory.mktemp("indexed"), dsn)
         write_conversation(cli.conversations, BREAD, BREAD_MESSAGES, title="Baking bread")
         write_conversation(cli.conversations, FIREWALL, FIREWALL_MESSAGES, title="Configuring a firewall")
         write_summaries(cli.summaries, FIREWALL, [FIREWALL_SUMMARY])
         yield Indexed(cli=cli, ingest=cli.run("ingest"), embed=cli.run("embed"))
-    finally:
-        drop_database(pg_admin_dsn, name)
 
 
 def last_line(text: str) -> str:

@@ -31,7 +31,14 @@ from mcp.types import CallToolResult, Tool
 from psycopg.conninfo import make_conninfo
 
 from memoryd.config import load_config
-from tests.conftest import TEMPLATE_DB, create_database, drop_database, write_conversation, write_summaries
+from tests.conftest import (
+    TEMPLATE_DB,
+    create_database,
+    drop_database,
+    own_database,
+    write_conversation,
+    write_summaries,
+)
 from tests.daemon_helpers import database_mismatch, fast_config, running_daemon, wait_for
 from tests.test_cli import (
     BREAD,
@@ -134,21 +141,18 @@ def mcp_session(cli: Cli, *args: str, env: Mapping[str, str] | None = None) -> I
 @pytest.fixture(scope="module")
 def indexed_cli(tmp_path_factory: pytest.TempPathFactory, pg_admin_dsn: str, template_dsn: str) -> Iterator[Cli]:
     """Two conversations and a summary dropped into the folders, then ingested and embedded by the real commands."""
-    name = create_database(pg_admin_dsn, template=TEMPLATE_DB)
     socket_dir = Path(tempfile.mkdtemp(prefix="md-mcp-"))
     try:
-        cli = with_socket(
-            make_cli(tmp_path_factory.mktemp("mcp"), make_conninfo(pg_admin_dsn, dbname=name)), socket_dir / "s"
-        )
-        write_conversation(cli.conversations, BREAD, BREAD_MESSAGES, title="Baking bread")
-        write_conversation(cli.conversations, FIREWALL, FIREWALL_MESSAGES, title="Configuring a firewall")
-        write_summaries(cli.summaries, FIREWALL, [FIREWALL_SUMMARY])
-        for command in ("ingest", "embed"):
-            result = cli.run(command)
-            assert result.returncode == 0, result.stderr
-        yield cli
+        with own_database(pg_admin_dsn, template=TEMPLATE_DB) as dsn:
+            cli = with_socket(make_cli(tmp_path_factory.mktemp("mcp"), dsn), socket_dir / "s")
+            write_conversation(cli.conversations, BREAD, BREAD_MESSAGES, title="Baking bread")
+            write_conversation(cli.conversations, FIREWALL, FIREWALL_MESSAGES, title="Configuring a firewall")
+            write_summaries(cli.summaries, FIREWALL, [FIREWALL_SUMMARY])
+            for command in ("ingest", "embed"):
+                result = cli.run(command)
+                assert result.returncode == 0, result.stderr
+            yield cli
     finally:
-        drop_database(pg_admin_dsn, name)
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 

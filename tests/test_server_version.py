@@ -12,13 +12,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from memoryd import server_version
 from memoryd.config import Config
 from memoryd.db import Database, RetryPolicy
 from memoryd.errors import ServerTooOld
-from tests.conftest import create_database, drop_database
+from tests.conftest import own_database
 from tests.test_cli import clean_environment
 
 
@@ -68,9 +67,7 @@ sys.exit(cli.main(sys.argv[1:]))
 
 def test_too_old_server_exits_2_before_migrating(tmp_path: Path, pg_admin_dsn: str) -> None:
     """`memoryd init` on a too-old server exits 2 with a configuration error, and migrates nothing."""
-    name = create_database(pg_admin_dsn, template=None)
-    try:
-        dsn = make_conninfo(pg_admin_dsn, dbname=name)
+    with own_database(pg_admin_dsn, template=None) as dsn:
         (tmp_path / "config.toml").write_text("", encoding="utf-8")
         result = subprocess.run(
             [sys.executable, "-c", _INIT_WITH_A_HIGHER_MINIMUM, "--config", str(tmp_path / "config.toml"), "init"],
@@ -86,5 +83,3 @@ def test_too_old_server_exits_2_before_migrating(tmp_path: Path, pg_admin_dsn: s
         assert message.endswith("; memoryd needs pgvector 9.1.0 or newer"), message
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
-    finally:
-        drop_database(pg_admin_dsn, name)
