@@ -295,16 +295,24 @@ def ranks(questions: Sequence[Question], rankings: Sequence[Sequence[Key]]) -> l
     return [rank_of_first(r, q.relevant) for q, r in zip(questions, rankings, strict=True)]
 
 
-# BM25 parameters tried for text mode: (k1, b, speaker weight); the first is memoryd's (memoryd/bm25.py).
-BM25_TRIED = (
-    (bm25.K1, bm25.B, bm25.SPEAKER_WEIGHT),
-    (1.2, 0.75, 1.0),
-    (0.6, 0.4, 1.0),
-    (1.2, 0.4, 1.0),
-    (0.9, 0.2, 1.0),
-    (0.9, 0.75, 1.0),
-    (0.9, 0.4, 0.5),
-    (0.9, 0.4, 2.0),
+# BM25 parameters tried for text mode: (k1, b, speaker weight); the first is
+# memoryd's (memoryd/bm25.py), a repeat of it is dropped.
+BM25_TRIED = tuple(
+    dict.fromkeys(
+        (
+            (bm25.K1, bm25.B, bm25.SPEAKER_WEIGHT),
+            (1.2, 0.75, 2.0),
+            (0.6, 0.4, 2.0),
+            (1.2, 0.4, 2.0),
+            (0.9, 0.2, 2.0),
+            (0.9, 0.75, 2.0),
+            (0.9, 0.4, 0.5),
+            (0.9, 0.4, 1.0),
+            (0.9, 0.4, 1.5),
+            (0.9, 0.4, 2.0),
+            (0.9, 0.4, 3.0),
+        )
+    )
 )
 TEXT_WEIGHTS_TRIED = (0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -331,7 +339,7 @@ def sweep(db: Database, embedder: Embedder, questions: Sequence[Question], query
             filters = SearchFilters(slugs=q.scope, kinds=("message",))
             words = s.text_query(conn, q.text)
             for k1, b, w in BM25_TRIED:
-                found = s.text_candidates(conn, words, filters, candidates=DEPTH, ranking=bm25.Bm25(k1, b, w))
+                found = s.text_candidates(conn, words, filters, candidates=s.CANDIDATES, ranking=bm25.Bm25(k1, b, w))
                 text_rows[f"k1 {k1}, b {b}, speaker {w}"].append([keys[c.ref_id] for c in found])
             lists = {"vector": s.vector_candidates(conn, query, filters, texts=s.CANDIDATES)}
             lists["text"] = s.text_candidates(conn, words, filters, candidates=s.CANDIDATES) if words.selective else []

@@ -8,12 +8,15 @@ frequency (IDF) and saturates repeated words.  Measured on bench/retrieval.py
 @10 0.295 / 0.591 with ``ts_rank``, 0.397 / 0.689 with BM25; hybrid 0.322 /
 0.656 before, 0.398 / 0.712 after.
 
-What is counted, from the generated ``tsv`` columns (sql/006): a word's term
-frequency is its positions of weight A (the content; both stemmings of a
-word count, as they do in the query), a text's length is its number of
-distinct lexemes (``length(tsv)``, kept in the tsvector header, so no text
-is read twice), and a name of weight D (the message's speaker) that the
-query names adds SPEAKER_WEIGHT times its IDF once.
+What is counted, from the generated ``tsv`` columns (sql/006): a lexeme's
+term frequency is its positions of weight A (the content), a text's length
+is its number of distinct lexemes (``length(tsv)``, kept in the tsvector
+header, so no text is read twice), and a name of weight D (the message's
+speaker) that the query names adds SPEAKER_WEIGHT times its IDF once.  Each
+word of the query is stemmed in English and in French, and counts once, by
+the better of its two lexemes (:func:`word_numbers`): summing both weighed
+"Kate" ('kat', 'kate') twice and "Elise" ('elis') once; counted once, hybrid
+hit@5 0.635 -> 0.653, hit@10 0.712 -> 0.723.
 
 Statistics, per table (messages and summaries are ranked in one list, each
 by its own table's statistics):
@@ -32,7 +35,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,16 +44,17 @@ from psycopg import sql
 
 # k1 (saturation of a repeated word) and b (how much a longer text is
 # penalised), tried with `bench.retrieval --sweep` (text mode, REALTALK):
-# hit@1 / @10 0.397 / 0.689 with these (Anserini's defaults), 0.368 / 0.667
+# hit@1 / @10 0.399 / 0.694 with these (Anserini's defaults), 0.380 / 0.683
 # with the textbook 1.2 / 0.75, whose length penalty sinks the long turn that
-# tells the story below a short one that repeats a word; b 0.2: 0.399 /
-# 0.691, k1 0.6 or 1.2: within 0.007.
+# tells the story below a short one that repeats a word; b 0.2: 0.406 /
+# 0.693, k1 0.6 or 1.2: within 0.005.
 K1 = 0.9
 B = 0.4
-# A speaker the query names adds this times the name's IDF, about one word of
-# the content: "What did Kate say about Mexico?" prefers Kate's turns about
-# Mexico.  0.5 / 1 / 2: hit@10 0.674 / 0.689 / 0.689.
-SPEAKER_WEIGHT = 1.0
+# A speaker the query names adds this times the name's IDF, as much as two
+# words of the content: "What did Kate say about Mexico?" prefers Kate's
+# turns about Mexico.  0.5 / 1 / 1.5 / 2 / 3: hit@10 0.682 / 0.690 / 0.694 /
+# 0.694 / 0.694, hit@1 0.388 / 0.394 / 0.393 / 0.399 / 0.399.
+SPEAKER_WEIGHT = 2.0
 TABLES = ("messages", "summaries")
 STATS_TTL_S = 300.0
 # Read exactly on every search below this many rows: 0.3 ms at 1,000, 0.9 ms
@@ -149,6 +153,50 @@ def table_stats(conn: psycopg.Connection[Any]) -> dict[str, TableStats]:
     return {table: stats[table] for table in TABLES}
 
 
+# The query's words stemmed both ways (as the tsv columns are, sql/002 and
+# 006), each lexeme with the positions of the words it stems.
+_QUERY_LEXEMES_SQL = """
+SELECT u.lexeme, u.positions FROM unnest(to_tsvector('memoryd_en', %(text)s)) AS u
+UNION ALL
+SELECT u.lexeme, u.positions FROM unnest(to_tsvector('memoryd_fr', %(text)s)) AS u
+"""
+
+
+def query_lexemes(conn: psycopg.Connection[Any], text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The lexemes of ``text`` (stop words dropped, sorted) and the query word each stems (:func:`word_numbers`)."""
+    numbers = word_numbers((str(lex), positions) for lex, positions in conn.execute(_QUERY_LEXEMES_SQL, {"text": text}))
+    lexemes = tuple(sorted(numbers))
+    return lexemes, tuple(numbers[lex] for lex in lexemes)
+
+
+def word_numbers(stemmed: Iterable[tuple[str, Sequence[int]]]) -> dict[str, int]:
+    """Each lexeme's word: lexemes stemmed from a word at the same position share a number.
+
+    Every word is stemmed in English and in French: "skiing" gives 'ski' and
+    'skiing', "era" gives 'era' twice.  Counting each lexeme would weigh a
+    word whose two stems differ twice, by chance of spelling ("Kate": 'kat'
+    and 'kate'); a word counts once, by its best lexeme.  A lexeme stemmed
+    from two words joins them ("like" and "liked").
+    """
+    parent: dict[str, str] = {}
+
+    def root(lex: str) -> str:
+        while parent[lex] != lex:
+            parent[lex] = parent[parent[lex]]
+            lex = parent[lex]
+        return lex
+
+    at: dict[int, str] = {}
+    for lex, positions in stemmed:
+        parent.setdefault(lex, lex)
+        for position in positions:
+            other = at.setdefault(position, lex)
+            parent[root(lex)] = root(other)
+    roots = sorted({root(lex) for lex in parent})
+    number = {r: n for n, r in enumerate(roots, start=1)}
+    return {lex: number[root(lex)] for lex in parent}
+
+
 def any_of(lexemes: Sequence[str]) -> str:
     """A tsquery matching any of ``lexemes``, taken as they are (no second normalisation)."""
     return " | ".join("'" + lex.replace("\\", "\\\\").replace("'", "''") + "'" for lex in lexemes)
@@ -200,9 +248,11 @@ def document_frequencies(
 def score(alias: str, table: str, params: Bm25) -> sql.SQL:
     """The BM25 score of the row ``alias`` (its ``tsv``) for the query words, rendered once per arguments.
 
-    Reads the parameters ``lexemes`` (text[]), ``speaker_q`` (any of them at
-    weight D), ``idf_<table>`` (float8[], in the order of ``lexemes``) and
-    ``mean_<table>``.  Only the query's lexemes are unnested (marked B by
+    Reads the parameters ``lexemes`` (text[]), ``words`` (int[], the query
+    word each lexeme stems), ``speaker_q`` (any of them at weight D),
+    ``idf_<table>`` (float8[], in the order of ``lexemes``) and
+    ``mean_<table>``.  Each query word counts once, by its best-scoring
+    lexeme (see :func:`word_numbers`).  Only the query's lexemes are unnested (marked B by
     ``setweight``, kept by ``ts_filter``): unnesting a whole tsvector cost
     four times ``ts_rank``, this about twice.  A message naming a speaker the
     query names has its content (A) and speaker (D) lexemes filtered apart,
@@ -213,15 +263,17 @@ def score(alias: str, table: str, params: Bm25) -> sql.SQL:
     idf = sql.SQL("({idf}::float8[])[array_position(%(lexemes)s::text[], u.lexeme)]").format(
         idf=sql.Placeholder(f"idf_{table}")
     )
+    word = sql.SQL("(%(words)s::int[])[array_position(%(lexemes)s::text[], u.lexeme)]")
     tsv = sql.SQL("{alias}.tsv").format(alias=sql.Identifier(alias))
     words = sql.SQL("%(lexemes)s::text[]")
 
     def content(vector: sql.Composable) -> sql.Composed:
         return sql.SQL(
-            "(SELECT COALESCE(sum({idf} * cardinality(u.positions) * {k1_plus_1}"
-            " / (cardinality(u.positions) + {k1} * (1 - {b} + {b} * length({tsv}) / {mean}))), 0)"
-            " FROM unnest(ts_filter(setweight({vector}, 'b', {words}), '{{b}}')) AS u)"
+            "(SELECT COALESCE(sum(w.best), 0) FROM (SELECT max({idf} * cardinality(u.positions) * {k1_plus_1}"
+            " / (cardinality(u.positions) + {k1} * (1 - {b} + {b} * length({tsv}) / {mean}))) AS best"
+            " FROM unnest(ts_filter(setweight({vector}, 'b', {words}), '{{b}}')) AS u GROUP BY {word}) AS w)"
         ).format(
+            word=word,
             idf=idf,
             k1=sql.Literal(params.k1),
             k1_plus_1=sql.Literal(params.k1 + 1),
@@ -235,9 +287,10 @@ def score(alias: str, table: str, params: Bm25) -> sql.SQL:
     if table != "messages":
         return sql.SQL(content(tsv).as_string())
     speaker = sql.SQL(
-        "(SELECT COALESCE(sum({idf}), 0) FROM unnest(ts_filter(setweight(ts_filter({tsv}, '{{d}}'), 'c', {words}),"
-        " '{{c}}')) AS u)"
-    ).format(idf=idf, tsv=tsv, words=words)
+        "(SELECT COALESCE(sum(w.best), 0) FROM (SELECT max({idf}) AS best"
+        " FROM unnest(ts_filter(setweight(ts_filter({tsv}, '{{d}}'), 'c', {words}), '{{c}}')) AS u"
+        " GROUP BY {word}) AS w)"
+    ).format(idf=idf, tsv=tsv, words=words, word=word)
     scored = sql.SQL(
         "(CASE WHEN {tsv} @@ %(speaker_q)s::tsquery THEN {named} + {weight} * {speaker} ELSE {plain} END)"
     ).format(
@@ -251,14 +304,19 @@ def score(alias: str, table: str, params: Bm25) -> sql.SQL:
 
 
 def score_params(
-    stats: dict[str, TableStats], frequencies: dict[str, list[float]], lexemes: Sequence[str]
+    stats: dict[str, TableStats],
+    frequencies: dict[str, list[float]],
+    lexemes: Sequence[str],
+    words: Sequence[int],
 ) -> dict[str, Any]:
     """The parameters :func:`score` reads, from :func:`document_frequencies` of ``lexemes``.
 
+    ``words`` numbers the query word of each lexeme (:func:`word_numbers`).
     IDF is ``ln(1 + (N - df + 0.5) / (df + 0.5))``, N the table's rows.
     """
     params: dict[str, Any] = {
         "lexemes": list(lexemes),
+        "words": list(words),
         "speaker_q": " | ".join(f"{any_of([lex])}:D" for lex in lexemes),
     }
     for table, table_frequencies in frequencies.items():

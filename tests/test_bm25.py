@@ -53,7 +53,7 @@ def test_a_rare_word_outweighs_a_common_word_repeated(db: Database) -> None:
 
 @pytest.mark.usefixtures("fresh_stats")
 def test_a_named_speaker_prefers_that_speakers_turns(db: Database, config: Config) -> None:
-    """The same words said by two people: the one the question names comes first, by about one word's weight."""
+    """The same words said by two people: the one the question names comes first, by about two words' weight."""
     _write_spoken(
         config.paths.conversations,
         "2025-02-01__ski",
@@ -68,6 +68,37 @@ def test_a_named_speaker_prefers_that_speakers_turns(db: Database, config: Confi
     assert [h.seq for h in hits] == [1, 0]  # seq 1 is Kate's
     elise = db.run(search, None, "Where did Elise go skiing?", k=2, mode="text")
     assert [h.seq for h in elise] == [0, 1]
+
+
+def test_the_lexemes_of_one_word_share_a_number() -> None:
+    """Both stemmings of a word at one position are one word; a lexeme two words share joins them."""
+    numbers = bm25.word_numbers(
+        [("ski", [1]), ("era", [2, 5]), ("lik", [3]), ("like", [3, 4]), ("skiing", [1]), ("era", [2, 5]), ("lik", [4])]
+    )
+    assert numbers["ski"] == numbers["skiing"]
+    assert numbers["lik"] == numbers["like"]
+    assert len({numbers["ski"], numbers["era"], numbers["like"]}) == 3
+
+
+@pytest.mark.usefixtures("fresh_stats")
+def test_a_word_stemmed_two_ways_counts_once(db: Database, config: Config) -> None:
+    """ "skiing" is 'ski' in English and 'skiing' in French: the turn saying it scores its better lexeme, not both."""
+    write_conversation(
+        config.paths.conversations,
+        "2025-02-01__alps",
+        [("user", "We went skiing.")] + [("assistant", f"Ski rental, day {n}.") for n in range(6)],
+    )
+    Syncer(db, config).reconcile()
+    hits = db.run(search, None, "skiing", k=1, mode="text")
+    assert hits[0].seq == 0
+    with db.connection() as conn:
+        words = text_query(conn, "skiing")
+        (length,) = conn.execute("SELECT length(tsv) FROM messages WHERE seq = 0").fetchone() or (0,)
+    assert words.lexemes == ("ski", "skiing") and words.weights["words"][0] == words.weights["words"][1]
+    norm = bm25.K1 * (1 - bm25.B + bm25.B * length / words.weights["mean_messages"])
+    per_lexeme = [idf * (bm25.K1 + 1) / (1 + norm) for idf in words.weights["idf_messages"]]  # each once in the turn
+    assert per_lexeme[1] > per_lexeme[0]  # 'skiing' is the rarer
+    assert hits[0].score == pytest.approx(max(per_lexeme))
 
 
 @pytest.mark.usefixtures("chatter", "fresh_stats")
