@@ -570,6 +570,25 @@ def claim_pending(
         cursor = cursor.after(claimed)  # all embedded meanwhile by another worker: look further
 
 
+def _has_current_vectors(fk: str, text: str, *, after: sql.Composable | None = None) -> sql.Composed:
+    """SQL true when the row ``text`` (its ``id`` and ``content_hash``) has vectors for this model and recipe.
+
+    The one test of "embedded" for the claim, its re-check and the pending
+    count: vectors of ``%(model)s``, of ``%(recipe)s``, of this very content.
+    ``after`` bounds ``e.{fk}`` too, implied by the row's id but letting a
+    merge anti-join start at a claim's cursor.
+    """
+    bound = (
+        sql.SQL(" AND e.{fk} > {after}").format(fk=sql.Identifier(fk), after=after)
+        if after is not None
+        else sql.SQL("")
+    )
+    return sql.SQL(
+        "EXISTS (SELECT 1 FROM embeddings AS e WHERE e.{fk} = {text}.id{bound}"
+        " AND e.model = %(model)s AND e.recipe = %(recipe)s AND e.content_hash = {text}.content_hash)"
+    ).format(fk=sql.Identifier(fk), text=sql.Identifier(text), bound=bound)
+
+
 def _claim_rows(conn: psycopg.Connection[Any], model: str, limit: int, cursor: ClaimCursor) -> list[PendingText]:
     claimed: list[PendingText] = []
     for ref_type, table, fk, after, speaker in (
@@ -581,12 +600,13 @@ def _claim_rows(conn: psycopg.Connection[Any], model: str, limit: int, cursor: C
         query = sql.SQL(
             "SELECT t.id, t.conversation_id, t.content, t.content_hash, {speaker} FROM {table} AS t"
             " JOIN conversations AS c ON c.id = t.conversation_id"
-            " WHERE t.id > %(after)s AND NOT EXISTS (SELECT 1 FROM embeddings AS e WHERE e.{fk} = t.id"
-            # Implied by the join, but lets a merge anti-join start at the cursor too.
-            " AND e.{fk} > %(after)s AND e.model = %(model)s AND e.recipe = %(recipe)s"
-            " AND e.content_hash = t.content_hash)"
+            " WHERE t.id > %(after)s AND NOT {embedded}"
             " ORDER BY t.id LIMIT %(limit)s FOR UPDATE OF t SKIP LOCKED FOR KEY SHARE OF c SKIP LOCKED"
-        ).format(table=sql.Identifier(table), fk=sql.Identifier(fk), speaker=sql.SQL(speaker))
+        ).format(
+            table=sql.Identifier(table),
+            speaker=sql.SQL(speaker),
+            embedded=_has_current_vectors(fk, "t", after=sql.Placeholder("after")),
+        )
         params = {"after": after, "model": model, "recipe": RECIPE, "limit": limit - len(claimed)}
         for ref_id, conv_id, content, chash, who in conn.execute(query, params):
             claimed.append(PendingText(ref_type, int(ref_id), int(conv_id), content, chash, who))
@@ -608,14 +628,15 @@ def drop_embedded(conn: psycopg.Connection[Any], model: str, texts: Sequence[Pen
     for ref_type, fk in (("message", "message_id"), ("summary", "summary_id")):
         mine = [t for t in texts if t.ref_type == ref_type]
         if mine:
-            # The claim's own test: vectors of this model, of the current recipe, of this very content.
             query = sql.SQL(
-                "SELECT DISTINCT e.{fk} FROM embeddings AS e"
-                " JOIN unnest(%s::bigint[], %s::text[]) AS p(id, content_hash)"
-                " ON e.{fk} = p.id AND e.content_hash = p.content_hash"
-                " WHERE e.model = %s AND e.recipe = %s"
-            ).format(fk=sql.Identifier(fk))
-            params = ([t.ref_id for t in mine], [t.content_hash for t in mine], model, RECIPE)
+                "SELECT p.id FROM unnest(%(ids)s::bigint[], %(hashes)s::text[]) AS p(id, content_hash) WHERE {embedded}"
+            ).format(embedded=_has_current_vectors(fk, "p"))
+            params = {
+                "ids": [t.ref_id for t in mine],
+                "hashes": [t.content_hash for t in mine],
+                "model": model,
+                "recipe": RECIPE,
+            }
             done |= {(ref_type, int(row[0])) for row in conn.execute(query, params)}
     return [t for t in texts if (t.ref_type, t.ref_id) not in done]
 
@@ -623,12 +644,13 @@ def drop_embedded(conn: psycopg.Connection[Any], model: str, texts: Sequence[Pen
 def count_pending(conn: psycopg.Connection[Any], model: str) -> int:
     """Texts without vectors of ``model`` and the current recipe (those being re-embedded included)."""
     row = conn.execute(
-        "SELECT (SELECT count(*) FROM messages AS m WHERE NOT EXISTS (SELECT 1 FROM embeddings AS e"
-        "  WHERE e.message_id = m.id AND e.model = %(model)s AND e.recipe = %(recipe)s"
-        "  AND e.content_hash = m.content_hash))"
-        " + (SELECT count(*) FROM summaries AS s WHERE NOT EXISTS (SELECT 1 FROM embeddings AS e"
-        "  WHERE e.summary_id = s.id AND e.model = %(model)s AND e.recipe = %(recipe)s"
-        "  AND e.content_hash = s.content_hash))",
+        sql.SQL(
+            "SELECT (SELECT count(*) FROM messages AS m WHERE NOT {message_embedded})"
+            " + (SELECT count(*) FROM summaries AS s WHERE NOT {summary_embedded})"
+        ).format(
+            message_embedded=_has_current_vectors("message_id", "m"),
+            summary_embedded=_has_current_vectors("summary_id", "s"),
+        ),
         {"model": model, "recipe": RECIPE},
     ).fetchone()
     return int(row[0]) if row else 0
