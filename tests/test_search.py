@@ -500,6 +500,34 @@ def test_narrow_conversation_filter_is_searched_exactly(
 # -- full-text index limits ------------------------------------------------------
 
 
+def test_snippet_starts_at_the_sentence_with_most_query_words() -> None:
+    skiing = "Then we went skiing in the Alps, skiing all day!"
+    text = "  Hello there. We talked about the weather. " + skiing
+    assert search_module._snippet(text, "when did we go skiing in the alps") == "…" + skiing
+    assert search_module._snippet(text, "hello") == "Hello there. We talked about the weather. " + skiing
+    assert search_module._snippet(text, "xylophone zebra") == search_module._snippet(text, "")  # no word: the start
+
+
+def test_snippet_of_unpunctuated_text_starts_just_before_the_first_query_word() -> None:
+    """A log or a transcript without punctuation is one long sentence: the snippet still shows where the words are."""
+    text = " ".join(f"line{n} ok" for n in range(2_000)) + " disk quota exceeded on volume seven " + "ok " * 500
+    snippet = search_module._snippet(text, "quota exceeded")
+    assert snippet.startswith("…") and "disk quota exceeded on volume seven" in snippet
+    assert len(snippet) <= search_module.SNIPPET_CHARS + 1  # and the leading ellipsis
+    assert snippet.index("quota") <= search_module.SNIPPET_LEAD_CHARS + 1
+
+
+def test_a_text_hit_shows_the_passage_of_its_words(db: Database, config: Config) -> None:
+    """Found by words, a long message shows the sentence where they are, far from its start."""
+    filler = " ".join(f"Paragraph {n} is about nothing in particular." for n in range(300))
+    write_conversation(
+        config.paths.conversations, "2025-05-05__long", [("user", filler + " The zeppelin landed in Friedrichshafen.")]
+    )
+    Syncer(db, config).reconcile()
+    hits = db.run(search, None, "zeppelin Friedrichshafen", k=1, mode="text")
+    assert hits[0].snippet == "…The zeppelin landed in Friedrichshafen."
+
+
 def test_huge_message_is_stored_and_searchable_by_its_start(db: Database, config: Config) -> None:
     """A 5 MB message of distinct words stores without error; text search finds words from its indexed start."""
 
