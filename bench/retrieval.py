@@ -314,7 +314,7 @@ BM25_TRIED = tuple(
         )
     )
 )
-TEXT_WEIGHTS_TRIED = (0.5, 0.6, 0.7, 0.8, 0.9)
+TEXT_WEIGHTS_TRIED = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
 
 
 def sweep(db: Database, embedder: Embedder, questions: Sequence[Question], query_vectors: Vectors) -> None:

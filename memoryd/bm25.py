@@ -16,7 +16,7 @@ speaker) that the query names adds SPEAKER_WEIGHT times its IDF once.  Each
 word of the query is stemmed in English and in French, and counts once, by
 the better of its two lexemes (:func:`word_numbers`): summing both weighed
 "Kate" ('kat', 'kate') twice and "Elise" ('elis') once; counted once, hybrid
-hit@5 0.635 -> 0.653, hit@10 0.712 -> 0.723.
+hit@5 0.635 -> 0.653, hit@10 0.712 -> 0.723 (text weighing 0.7).
 
 Statistics, per table (messages and summaries are ranked in one list, each
 by its own table's statistics):
