@@ -40,7 +40,6 @@ The text scan filters before it limits.
 from __future__ import annotations
 
 import bisect
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -805,16 +804,6 @@ _WORD = re.compile(r"\w{3,}")
 _SENTENCE_END = re.compile(r"(?:[.!?]\s+|\n\s*\n)(?=\S)")  # and the next one starts
 
 
-@functools.lru_cache(maxsize=64)
-def _stem_finder(query: str) -> re.Pattern[str]:
-    """The words of a text whose first five letters are those of a word of ``query`` (shorter words: whole)."""
-    stems = sorted({w[:5] for w in _WORD.findall(query.lower())})
-    if not stems:
-        return re.compile(r"(?!)")  # matches nothing
-    alternatives = (re.escape(stem) + (r"\w*" if len(stem) == 5 else r"\b") for stem in stems)
-    return re.compile(r"\b(?:" + "|".join(alternatives) + ")", re.IGNORECASE)
-
-
 def _snippet(text: str, query: str) -> str:
     """The part of a hit's chunk or passage most likely to show why it matched.
 
@@ -824,13 +813,16 @@ def _snippet(text: str, query: str) -> str:
     snippet (a text without punctuation), it starts just before the first
     such word.
     """
+    stems = {w[:5] for w in _WORD.findall(query.lower())}
     starts = [0, *(m.end() for m in _SENTENCE_END.finditer(text))]
     found: dict[int, set[str]] = {}  # sentence -> the query's stems in it
     first: dict[int, int] = {}  # sentence -> where the first of them is
-    for word in _stem_finder(query).finditer(text):
-        sentence = bisect.bisect_right(starts, word.start()) - 1
-        found.setdefault(sentence, set()).add(word.group().lower()[:5])
-        first.setdefault(sentence, word.start())
+    for word in _WORD.finditer(text):  # one pass, whatever the query's length
+        stem = word.group()[:5].lower()
+        if stem in stems:
+            sentence = bisect.bisect_right(starts, word.start()) - 1
+            found.setdefault(sentence, set()).add(stem)
+            first.setdefault(sentence, word.start())
     best_start = 0
     if found:
         best = max(found, key=lambda n: (len(found[n]), -n))
