@@ -332,15 +332,15 @@ def sweep(db: Database, embedder: Embedder, questions: Sequence[Question], query
                 "SELECT m.id, c.slug, m.seq FROM messages AS m JOIN conversations AS c ON c.id = m.conversation_id"
             )
         }
-        text_rows: dict[str, list[list[Key]]] = {f"k1 {k1}, b {b}, speaker {w}": [] for k1, b, w in BM25_TRIED}
+        text_rows: dict[tuple[float, float, float], list[list[Key]]] = {tried: [] for tried in BM25_TRIED}
         per_question: list[dict[str, list[s.Candidate]]] = []
         for q, qv in zip(questions, query_vectors, strict=True):
             query = SearchQuery(q.text, qv, embedder.name, embedder.dim)
             filters = SearchFilters(slugs=q.scope, kinds=("message",))
             words = s.text_query(conn, q.text)
-            for k1, b, w in BM25_TRIED:
-                found = s.text_candidates(conn, words, filters, candidates=s.CANDIDATES, ranking=bm25.Bm25(k1, b, w))
-                text_rows[f"k1 {k1}, b {b}, speaker {w}"].append([keys[c.ref_id] for c in found])
+            for tried, rankings in text_rows.items():
+                found = s.text_candidates(conn, words, filters, candidates=s.CANDIDATES, ranking=bm25.Bm25(*tried))
+                rankings.append([keys[c.ref_id] for c in found])
             lists = {"vector": s.vector_candidates(conn, query, filters, texts=s.CANDIDATES)}
             lists["text"] = s.text_candidates(conn, words, filters, candidates=s.CANDIDATES) if words.selective else []
             lists.update(s._dated_lists(conn, query, words, filters, s.CANDIDATES))
@@ -348,7 +348,7 @@ def sweep(db: Database, embedder: Embedder, questions: Sequence[Question], query
             conn.rollback()
     print_table(
         "text mode, BM25 parameters tried (k1, b, speaker weight)",
-        {name: ranks(questions, rankings) for name, rankings in text_rows.items()},
+        {f"k1 {k1}, b {b}, speaker {w}": ranks(questions, rankings) for (k1, b, w), rankings in text_rows.items()},
     )
     rows: dict[str, list[int | None]] = {}
     for text_weight in TEXT_WEIGHTS_TRIED:

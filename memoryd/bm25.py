@@ -137,10 +137,11 @@ def _read_large(conn: psycopg.Connection[Any], table: str) -> TableStats:
 def table_stats(conn: psycopg.Connection[Any]) -> dict[str, TableStats]:
     """Rows, mean length and common lexemes of messages and summaries; see the module's docstring."""
     info = conn.info
+    database = (info.host, str(info.port), info.dbname, info.user)
     now = time.monotonic()
     stats: dict[str, TableStats] = {}
     for table in TABLES:
-        cached = _stats_cache.get((info.host, str(info.port), info.dbname, info.user, table))
+        cached = _stats_cache.get((*database, table))
         if cached is not None and cached[0] > now:
             stats[table] = cached[1]
     missing = [table for table in TABLES if table not in stats]
@@ -149,7 +150,7 @@ def table_stats(conn: psycopg.Connection[Any]) -> dict[str, TableStats]:
     for table in missing:
         if table not in stats:  # a small table changes fast and is read again next time; a large one is kept
             stats[table] = _read_large(conn, table)
-            _stats_cache[(info.host, str(info.port), info.dbname, info.user, table)] = (now + STATS_TTL_S, stats[table])
+            _stats_cache[(*database, table)] = (now + STATS_TTL_S, stats[table])
     return {table: stats[table] for table in TABLES}
 
 
